@@ -1,0 +1,55 @@
+# edgeprune: `make deploy TARGET=rpi` and `make test` are all a fresh clone needs.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-12)
+
+TARGET ?= rpi
+MODEL  ?=
+DATA   ?= datasets/synth.yaml
+OUT    ?= dist
+EPOCHS ?=
+PYTEST_ARGS ?=
+
+export OMP_NUM_THREADS ?= $(shell nproc)
+export YOLO_OFFLINE := 1
+
+.PHONY: setup deploy test test-fast bench baseline data clean help
+
+help:
+	@echo "make deploy TARGET=rpi [MODEL=yolo11n.pt] [DATA=datasets/x.yaml]   full pipeline -> dist/<target>/"
+	@echo "make test                                                         unit + end-to-end tests"
+	@echo "make baseline                                                     re-train baselines/yolo11n-synth.pt"
+	@echo "make bench                                                        benchmarks -> bench/*.json, *.md"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[test]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+data: setup
+	$(BIN)/edgeprune data synth
+
+deploy: setup
+	$(BIN)/edgeprune deploy --target $(TARGET) --data $(DATA) --out $(OUT) \
+		$(if $(MODEL),--model $(MODEL)) $(if $(EPOCHS),--epochs $(EPOCHS))
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+baseline: setup
+	$(BIN)/edgeprune baseline --model yolo11n.yaml --data datasets/synth.yaml --epochs 60 --imgsz 256 --seed 0 \
+		--out baselines/yolo11n-synth.pt
+
+bench: setup
+	$(BIN)/python -m edgeprune.bench --out bench
+
+clean:
+	rm -rf runs dist bench .pytest_cache

@@ -1,0 +1,133 @@
+"""`edgeprune` command line: deploy, the individual stages, data builders and the baseline."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edgeprune.errors import EdgepruneError
+
+DEFAULT_DATA = "datasets/synth.yaml"
+
+
+def _cmd_data_synth(args) -> None:
+    from edgeprune.data.build import build_synth
+
+    yaml_path, digest = build_synth(Path(args.out), Path(args.yaml), train=args.train, val=args.val,
+                                    imgsz=args.imgsz, seed=args.seed)
+    print(f"synthetic dataset -> {yaml_path} (sha256 {digest[:12]})")
+
+
+def _cmd_data_coco(args) -> None:
+    from edgeprune.data.coco_subset import build_coco_subset
+
+    yaml_path, summary = build_coco_subset(Path(args.coco_root), Path(args.out), Path(args.yaml),
+                                           per_class=args.per_class, classes=args.classes,
+                                           negatives=args.negatives, seed=args.seed)
+    print(f"COCO subset -> {yaml_path}: {summary}")
+
+
+def _cmd_baseline(args) -> None:
+    from edgeprune.data.build import ensure_dataset
+    from edgeprune.finetune.baseline import train_baseline
+    from edgeprune.finetune.trainer import TrainConfig
+
+    dataset = ensure_dataset(args.data)
+    cfg = TrainConfig(epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, seed=args.seed, lr0=args.lr0,
+                      close_mosaic=args.close_mosaic)
+    out = Path(args.out)
+    prov = train_baseline(args.model, dataset, cfg, out, Path(args.work_dir))
+    print(f"baseline -> {out}: mAP50-95 {prov['metrics']['map50_95']:.3f}, mAP50 {prov['metrics']['map50']:.3f}, "
+          f"trained in {prov['train_wall_s'] / 60:.1f} min")
+
+
+def _cmd_deploy(args) -> None:
+    from edgeprune.pipeline import DeployRequest, deploy
+
+    request = DeployRequest(target=args.target, model=args.model, data=args.data, out=Path(args.out),
+                            run_dir=Path(args.run_dir) if args.run_dir else None, epochs=args.epochs,
+                            imgsz=args.imgsz, flops_reduction=args.flops_reduction,
+                            calibration_images=args.calibration_images, eval_limit=args.eval_limit,
+                            baseline_epochs=args.baseline_epochs)
+    result = deploy(request)
+    print(result.summary())
+
+
+def _cmd_export_list(args) -> None:
+    from edgeprune.export import registry
+
+    for exporter in registry.all_exporters():
+        print(registry.describe(exporter))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgeprune", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("deploy", help="prune -> fine-tune -> INT8 -> export -> validate -> bundle for a target")
+    p.add_argument("--target", required=True, help="profile name in targets/ (rpi, ...) or a yaml path")
+    p.add_argument("--model", default=None, help="checkpoint .pt or model yaml; default: the project's baseline")
+    p.add_argument("--data", default=DEFAULT_DATA, help="dataset yaml (Ultralytics format)")
+    p.add_argument("--out", default="dist", help="bundles go to OUT/<target>/")
+    p.add_argument("--run-dir", default=None, help="working folder (default runs/<target>)")
+    p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default: the profile's)")
+    p.add_argument("--imgsz", type=int, default=None, help="input size (default: the profile's)")
+    p.add_argument("--flops-reduction", type=float, default=None, help="fraction of FLOPs to remove")
+    p.add_argument("--calibration-images", type=int, default=None)
+    p.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N val images only")
+    p.add_argument("--baseline-epochs", type=int, default=60, help="epochs to train MODEL first when it is a yaml")
+    p.set_defaults(func=_cmd_deploy)
+
+    p = sub.add_parser("baseline", help="train the project's baseline from a yaml and record its provenance")
+    p.add_argument("--model", default="yolo11n.yaml")
+    p.add_argument("--data", default=DEFAULT_DATA)
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--imgsz", type=int, default=256)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr0", type=float, default=0.01)
+    p.add_argument("--close-mosaic", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="baselines/yolo11n-synth.pt")
+    p.add_argument("--work-dir", default="runs/baseline")
+    p.set_defaults(func=_cmd_baseline)
+
+    data = sub.add_parser("data", help="build datasets").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("synth", help="deterministic synthetic shapes dataset")
+    p.add_argument("--out", default="datasets/synth")
+    p.add_argument("--yaml", default="datasets/synth.yaml")
+    p.add_argument("--train", type=int, default=640)
+    p.add_argument("--val", type=int, default=160)
+    p.add_argument("--imgsz", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_data_synth)
+    p = data.add_parser("coco-subset", help="class-balanced subset of an official COCO layout")
+    p.add_argument("--coco-root", required=True, help="folder with annotations/ and train2017/ val2017/")
+    p.add_argument("--out", default="datasets/coco-subset")
+    p.add_argument("--yaml", default="datasets/coco-subset.yaml")
+    p.add_argument("--per-class", type=int, default=50, help="images per class and split (train)")
+    p.add_argument("--classes", nargs="*", default=None, help="COCO class names to keep (default: all 80)")
+    p.add_argument("--negatives", type=float, default=0.05, help="fraction of images without objects")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_data_coco)
+
+    p = sub.add_parser("export", help="export formats").add_subparsers(dest="export_command", required=True)
+    p.add_parser("list", help="registered exporters and their capabilities").set_defaults(func=_cmd_export_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except EdgepruneError as error:
+        print(f"edgeprune: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edgeprune: interrupted; finished stages are kept, re-run to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""mAP of any runnable artefact on a dataset's val split, with one protocol for every stage.
+
+PyTorch models, ONNX and TFLite files all go through the same letterbox, decoding, NMS and
+COCO evaluation (pycocotools), so differences in the report come from the model, not the harness.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from tqdm import tqdm
+
+from edgeprune.data.dataset import Dataset
+from edgeprune.data.letterbox import letterbox, to_input
+
+CONF_THRESHOLD = 0.001  # low threshold for mAP, as in COCO practice
+IOU_THRESHOLD = 0.7
+MAX_DET = 300
+
+RunFn = Callable[[np.ndarray], np.ndarray]  # float32 NCHW batch -> raw head output
+
+
+def decode(raw: np.ndarray, conf: float = CONF_THRESHOLD, iou: float = IOU_THRESHOLD,
+           max_det: int = MAX_DET) -> list[np.ndarray]:
+    """Raw head output -> per-image arrays of [x1, y1, x2, y2, score, class] in input pixels.
+
+    Handles both head layouts: (B, 4 + nc, anchors) with xywh boxes that need NMS, and the
+    NMS-free end-to-end heads (YOLOv10/YOLO26) that emit (B, max_det, 6) as xyxy, score, class.
+    """
+    results = []
+    if raw.ndim == 3 and raw.shape[2] == 6 and raw.shape[1] != 6:
+        for det in raw:
+            results.append(det[det[:, 4] > conf][:max_det].astype(np.float32))
+        return results
+    for pred in raw:
+        pred = torch.from_numpy(np.ascontiguousarray(pred.T, dtype=np.float32))  # anchors x (4 + nc)
+        scores, classes = pred[:, 4:].max(1)
+        keep = scores > conf
+        boxes, scores, classes = pred[keep, :4], scores[keep], classes[keep]
+        xyxy = torch.cat([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2], 1)
+        order = torchvision.ops.batched_nms(xyxy, scores, classes, iou)[:max_det]
+        results.append(torch.cat([xyxy[order], scores[order, None], classes[order, None].float()], 1).numpy())
+    return results
+
+
+def predict_dataset(run: RunFn, dataset: Dataset, imgsz: int, batch: int = 8, desc: str = "eval",
+                    limit: int | None = None) -> tuple[list, list]:
+    """Run over the val split; returns (ground truth, detections) per image in original pixels."""
+    images = dataset.val_images[:limit] if limit else dataset.val_images
+    truths, detections = [], []
+    for start in tqdm(range(0, len(images), batch), desc=desc, unit="batch", leave=False):
+        chunk = images[start : start + batch]
+        opened = [Image.open(p) for p in chunk]
+        boxed = [letterbox(im, imgsz) for im in opened]
+        raw = run(to_input([b[0] for b in boxed]))
+        for path, im, (_, box), det in zip(chunk, opened, boxed, decode(raw)):
+            w, h = im.size
+            det = det.copy()
+            det[:, :4] = box.to_original(det[:, :4], w, h)
+            detections.append(det)
+            truths.append((w, h, dataset.labels(path)))
+    return truths, detections
+
+
+def coco_map(truths: list, detections: list, nc: int) -> dict[str, float]:
+    """mAP50-95 and mAP50 with pycocotools' COCOeval (101-point interpolation, area ranges)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    images, annotations, results = [], [], []
+    for image_id, ((w, h, labels), det) in enumerate(zip(truths, detections), start=1):
+        images.append({"id": image_id, "width": w, "height": h})
+        for c, x, y, bw, bh in labels:
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": c + 1,
+                                "bbox": [(x - bw / 2) * w, (y - bh / 2) * h, bw * w, bh * h],
+                                "area": bw * w * bh * h, "iscrowd": 0})
+        for x1, y1, x2, y2, score, cls in det:
+            results.append({"image_id": image_id, "category_id": int(cls) + 1,
+                            "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)], "score": float(score)})
+    if not annotations:
+        return {"map50_95": 0.0, "map50": 0.0}
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": annotations,
+                  "categories": [{"id": i + 1, "name": str(i)} for i in range(nc)]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        if not results:
+            return {"map50_95": 0.0, "map50": 0.0}
+        evaluator = COCOeval(gt, gt.loadRes(results), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {"map50_95": round(float(evaluator.stats[0]), 4), "map50": round(float(evaluator.stats[1]), 4)}
+
+
+def evaluate(run: RunFn, dataset: Dataset, imgsz: int, desc: str = "eval", batch: int = 8,
+             limit: int | None = None) -> dict[str, float]:
+    truths, detections = predict_dataset(run, dataset, imgsz, batch=batch, desc=desc, limit=limit)
+    return coco_map(truths, detections, dataset.nc)
+
+
+def torch_runner(model: torch.nn.Module) -> RunFn:
+    model = model.float().eval()
+
+    @torch.inference_mode()
+    def run(x: np.ndarray) -> np.ndarray:
+        out = model(torch.from_numpy(x))
+        return (out[0] if isinstance(out, (list, tuple)) else out).numpy()
+
+    return run
+
+
+def evaluate_model(model: torch.nn.Module, dataset: Dataset, imgsz: int, desc: str = "eval torch") -> dict:
+    return evaluate(torch_runner(model), dataset, imgsz, desc=desc)

@@ -1,0 +1,62 @@
+"""Plain ONNX export (FP32, FP16) for ONNX Runtime and as the source for TensorRT."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.export.graph import deploy_graph
+from edgeprune.export.registry import Capabilities, register
+from edgeprune.manifest import atomic_write_bytes
+
+OPSET = 17
+
+
+def export_fp32(model: torch.nn.Module, imgsz: int, out: Path) -> Path:
+    """Static-shape ONNX via the TorchScript exporter, then simplified with onnxslim."""
+    import onnx
+
+    graph = deploy_graph(model, imgsz)
+    with tempfile.TemporaryDirectory(prefix="edgeprune-onnx-") as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        torch.onnx.export(graph, (torch.zeros(1, 3, imgsz, imgsz),), str(raw), opset_version=OPSET,
+                          input_names=["images"], output_names=["output"], dynamo=False)
+        proto = onnx.load(str(raw))
+        try:
+            import onnxslim
+
+            proto = onnxslim.slim(proto)
+        except Exception:  # simplification is an optimisation, never a requirement
+            pass
+        onnx.checker.check_model(proto)
+        atomic_write_bytes(out, proto.SerializeToString())
+    return out
+
+
+@register
+class OnnxExporter:
+    caps = Capabilities(name="onnx", suffix=".onnx", runtime="onnxruntime", precisions=("fp32", "fp16"),
+                        requires=("onnx", "onnxruntime"),
+                        description="ONNX (opset 17, static shape) for ONNX Runtime; FP16 via onnxconverter-common")
+
+    def export(self, model, out: Path, imgsz: int, precision: str = "fp32", calibration=None) -> Path:
+        if precision == "fp32":
+            return export_fp32(model, imgsz, out)
+        if precision == "fp16":
+            return export_fp16(model, imgsz, out)
+        raise EdgepruneError(f"onnx export does not support precision {precision!r}", "use fp32 or fp16")
+
+
+def export_fp16(model: torch.nn.Module, imgsz: int, out: Path) -> Path:
+    """FP16 weights and activations with float32 input/output, so callers feed the same tensors."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    with tempfile.TemporaryDirectory(prefix="edgeprune-onnx16-") as tmp:
+        fp32 = export_fp32(model, imgsz, Path(tmp) / "fp32.onnx")
+        proto = convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
+        atomic_write_bytes(out, proto.SerializeToString())
+    return out

@@ -1,0 +1,78 @@
+"""Exporters registered by name, each declaring what it can produce (a table, not an if-chain).
+
+Every exporter shares one contract: `export(model, out, precision, calibration)` writes one
+artefact atomically and returns its path; `available()` says whether this host can produce it,
+so a missing optional backend disables one format with a reason instead of breaking the package.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from edgeprune.errors import EdgepruneError
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    name: str
+    suffix: str
+    runtime: str  # runtime that runs the artefact (edgeprune.runtimes)
+    precisions: tuple[str, ...]
+    requires: tuple[str, ...]  # import names needed on the host
+    description: str
+
+
+class Exporter(Protocol):
+    caps: Capabilities
+
+    def export(self, model: torch.nn.Module, out: Path, imgsz: int, precision: str,
+               calibration: np.ndarray | None) -> Path: ...
+
+
+_REGISTRY: dict[str, Exporter] = {}
+_MODULES = ("edgeprune.export.tflite", "edgeprune.export.onnx")
+
+
+def register(exporter_cls):
+    _REGISTRY[exporter_cls.caps.name] = exporter_cls()
+    return exporter_cls
+
+
+def _load_all() -> None:
+    for name in _MODULES:
+        importlib.import_module(name)
+
+
+def available(caps: Capabilities) -> tuple[bool, str]:
+    missing = [m for m in caps.requires if importlib.util.find_spec(m) is None]
+    return (not missing, f"missing {', '.join(missing)}" if missing else "ok")
+
+
+def all_exporters() -> list[Exporter]:
+    _load_all()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def get_exporter(name: str) -> Exporter:
+    _load_all()
+    if name not in _REGISTRY:
+        raise EdgepruneError(f"unknown export format {name!r}", f"use one of: {', '.join(sorted(_REGISTRY))}")
+    exporter = _REGISTRY[name]
+    ok, why = available(exporter.caps)
+    if not ok:
+        raise EdgepruneError(f"export format {name!r} is unavailable on this host: {why}",
+                             "install the project with its optional extras (pip install -e '.[all]')")
+    return exporter
+
+
+def describe(exporter: Exporter) -> str:
+    caps = exporter.caps
+    ok, why = available(caps)
+    return (f"{caps.name:10s} {caps.suffix:9s} runtime={caps.runtime:12s} precisions={','.join(caps.precisions):15s} "
+            f"{'available' if ok else 'unavailable (' + why + ')'} — {caps.description}")

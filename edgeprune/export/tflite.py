@@ -1,0 +1,77 @@
+"""TFLite (LiteRT) export without TensorFlow: litert-torch converts, ai-edge-quantizer calibrates INT8.
+
+INT8 here is full integer inside the graph (int8 weights, int8 activations, int32 biases); the
+graph's input and output stay float32, quantized/dequantized by the first/last op, so a device
+feeds the same normalised image as every other runtime.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.export.graph import deploy_graph
+from edgeprune.export.registry import Capabilities, register
+from edgeprune.manifest import atomic_write_bytes
+
+SIGNATURE = "serving_default"
+
+
+def convert_fp32(model: torch.nn.Module, imgsz: int, out: Path) -> Path:
+    import litert_torch
+
+    graph = deploy_graph(model, imgsz)
+    edge_model = litert_torch.convert(graph, (torch.zeros(1, 3, imgsz, imgsz),))
+    edge_model.export(str(out))
+    return out
+
+
+def quantize_int8(fp32_path: Path, calibration: np.ndarray, out: Path, float_ops: tuple[str, ...] = ()) -> Path:
+    """Static INT8 with ai-edge-quantizer; `float_ops` are tensor-name regexes kept in float."""
+    from ai_edge_quantizer import qtyping, quantizer, recipe
+
+    if calibration is None or len(calibration) == 0:
+        raise EdgepruneError("INT8 export needs calibration images, but the calibration set is empty",
+                             "point DATA at a dataset whose train split has images, or raise calibration_images")
+    qt = quantizer.Quantizer(str(fp32_path))
+    qt.load_quantization_recipe(recipe.static_wi8_ai8())
+    for op in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
+        qt.update_quantization_recipe(regex=".*", operation_name=op, algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
+    for regex in float_ops:
+        qt.update_quantization_recipe(regex=regex, operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                      algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
+    input_name = _input_name(fp32_path)
+    samples = [{input_name: calibration[i : i + 1].astype(np.float32)} for i in range(len(calibration))]
+    result = qt.calibrate({SIGNATURE: samples})
+    qt.quantize(calibration_result=result).export_model(str(out), overwrite=True)
+    return out
+
+
+def _input_name(path: Path) -> str:
+    from ai_edge_litert.interpreter import Interpreter
+
+    signatures = Interpreter(model_path=str(path)).get_signature_list()
+    return signatures[SIGNATURE]["inputs"][0]
+
+
+@register
+class TFLiteExporter:
+    caps = Capabilities(name="tflite", suffix=".tflite", runtime="litert", precisions=("int8", "fp32"),
+                        requires=("litert_torch", "ai_edge_quantizer", "ai_edge_litert"),
+                        description="LiteRT flatbuffer for Raspberry Pi / Android CPUs (XNNPACK); INT8 via ai-edge-quantizer")
+
+    def export(self, model, out: Path, imgsz: int, precision: str, calibration=None,
+               float_ops: tuple[str, ...] = ()) -> Path:
+        with tempfile.TemporaryDirectory(prefix="edgeprune-tflite-") as tmp:
+            fp32 = convert_fp32(model, imgsz, Path(tmp) / "model_fp32.tflite")
+            final = fp32
+            if precision == "int8":
+                final = quantize_int8(fp32, calibration, Path(tmp) / "model_int8.tflite", float_ops)
+            elif precision != "fp32":
+                raise EdgepruneError(f"tflite export does not support precision {precision!r}", "use int8 or fp32")
+            atomic_write_bytes(out, final.read_bytes())
+        return out

@@ -1,0 +1,119 @@
+"""Atomic file writes, content hashes and the run manifest that records every stage.
+
+A stage is skipped on re-run when its recorded config and input hashes match and its outputs
+still exist with the recorded hashes; anything else re-runs it. Every file reaches its final
+name through os.replace, so a crash never leaves a half-written artefact under that name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+
+TOOLS = ("edgeprune", "torch", "ultralytics", "torch-pruning", "onnx", "onnxruntime", "litert-torch",
+         "ai-edge-litert", "ai-edge-quantizer", "numpy")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; artefacts are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, data) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+@contextmanager
+def staged_dir(final: Path):
+    """Yield a temporary sibling folder that becomes `final` only if the block finishes."""
+    partial = final.with_name(final.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    shutil.rmtree(final, ignore_errors=True)
+    partial.rename(final)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in TOOLS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+class Manifest:
+    """`runs/<name>/manifest.json`: one entry per stage, rewritten atomically after each stage."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.data = json.loads(self.path.read_text()) if self.path.exists() else {"stages": {}}
+        self.data.setdefault("stages", {})
+
+    def stage(self, name: str) -> dict | None:
+        return self.data["stages"].get(name)
+
+    def is_current(self, name: str, config: dict, inputs: dict[str, str]) -> bool:
+        """True when the stage ran with this config and these input hashes and its outputs are intact."""
+        entry = self.stage(name)
+        if not entry or entry.get("config") != jsonable(config) or entry.get("inputs") != inputs:
+            return False
+        root = self.path.parent
+        return all((root / rel).exists() and sha256_file(root / rel) == digest
+                   for rel, digest in entry.get("outputs", {}).items())
+
+    def record(self, name: str, config: dict, inputs: dict[str, str], outputs: list[Path],
+               metrics: dict, wall_s: float) -> dict:
+        root = self.path.parent
+        entry = {"config": jsonable(config), "inputs": inputs,
+                 "outputs": {str(Path(p).relative_to(root)): sha256_file(p) for p in outputs},
+                 "metrics": metrics, "wall_s": round(wall_s, 2), "tools": tool_versions()}
+        self.data["stages"][name] = entry
+        self.save()
+        return entry
+
+    def set(self, key: str, value) -> None:
+        self.data[key] = jsonable(value)
+        self.save()
+
+    def save(self) -> None:
+        atomic_write_json(self.path, self.data)
+
+
+def jsonable(value):
+    """The value as it reads back from JSON (tuples become lists, paths strings), for comparisons."""
+    return json.loads(json.dumps(value, default=str))

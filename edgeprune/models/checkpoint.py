@@ -1,0 +1,79 @@
+"""Load, check and save Ultralytics detection models, so that every stage speaks one checkpoint format.
+
+Saved checkpoints use Ultralytics' own layout ({"model": ..., "train_args": ...}) and load with
+plain `ultralytics.YOLO(path)`; a pruned model additionally needs `edgeprune` importable, because
+its rewritten blocks live in `edgeprune.models.blocks`.
+"""
+
+from __future__ import annotations
+
+import io
+from copy import deepcopy
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from ultralytics.nn.tasks import DetectionModel
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.manifest import atomic_write_bytes
+
+
+def param_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_from_yaml(spec: str, nc: int) -> DetectionModel:
+    """A fresh, randomly initialised model from an Ultralytics yaml such as 'yolo11n.yaml'."""
+    try:
+        return DetectionModel(spec, nc=nc, verbose=False)
+    except FileNotFoundError:
+        raise EdgepruneError(f"model yaml {spec!r} not found",
+                             "use an Ultralytics model yaml such as yolo11n.yaml, yolov8n.yaml or yolo26n.yaml") from None
+
+
+def load_model(path: str | Path) -> DetectionModel:
+    """Load a .pt checkpoint and check it holds a YOLO detection model; float32, eval mode."""
+    path = Path(path)
+    if not path.exists():
+        raise EdgepruneError(f"model checkpoint {path} does not exist",
+                             "pass MODEL=<path to .pt> or a model yaml such as MODEL=yolo11n.yaml")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except ModuleNotFoundError as error:
+        raise EdgepruneError(f"model checkpoint {path} needs module {error.name!r} to load",
+                             "install the package that defined the model (pruned edgeprune models need edgeprune)") from None
+    except Exception as error:  # torch raises many types for truncated or foreign files
+        raise EdgepruneError(f"model checkpoint {path} is corrupt or not a PyTorch file ({error.__class__.__name__})",
+                             "re-download or re-export the checkpoint; check it was copied completely") from None
+    model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else ckpt
+    if not isinstance(model, DetectionModel) or type(model).__name__ != "DetectionModel":
+        kind = type(model).__name__
+        raise EdgepruneError(f"{path} holds a {kind}, not a YOLO detection model",
+                             "edgeprune deploys detection checkpoints (yolo*n.pt, not -seg/-pose/-cls/-obb)")
+    return model.float().eval()
+
+
+def save_model(model: DetectionModel, path: Path, meta: dict | None = None) -> Path:
+    """Write an Ultralytics-format checkpoint atomically (fp16 weights, like Ultralytics' own)."""
+    snapshot = deepcopy(model).half().eval()
+    for p in snapshot.parameters():
+        p.requires_grad_(False)
+    buffer = io.BytesIO()
+    torch.save({"model": snapshot, "ema": None, "train_args": dict(getattr(model, "args", {}) or {}),
+                "date": datetime.now(timezone.utc).isoformat(), "edgeprune": meta or {}}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def model_nc(model: DetectionModel) -> int:
+    """Class count from the head itself (DetectionModel.nc exists only after Ultralytics' trainer ran)."""
+    return int(model.model[-1].nc)
+
+
+def check_classes(model: DetectionModel, names: tuple[str, ...], model_ref: str, data_ref: str) -> None:
+    nc = model_nc(model)
+    if nc != len(names):
+        raise EdgepruneError(
+            f"class count mismatch: model {model_ref} predicts {nc} classes, dataset {data_ref} has {len(names)}",
+            "use a dataset with the model's classes, or a model trained on this dataset (MODEL=yolo11n.yaml trains one)")

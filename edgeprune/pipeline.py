@@ -1,0 +1,219 @@
+"""`edgeprune deploy`: baseline -> prune -> fine-tune -> INT8 export -> evaluate artefact -> bundle.
+
+Each stage reads files and writes files under runs/<target>/<stage>/ and records itself in
+runs/<target>/manifest.json. A stage whose config and input hashes are unchanged, and whose
+outputs are intact, is skipped, so a re-run after a crash or Ctrl-C redoes only unfinished work.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from edgeprune import runtimes
+from edgeprune.data.build import BUNDLED_YAML, ensure_dataset
+from edgeprune.data.dataset import Dataset
+from edgeprune.env import PROJECT_ROOT
+from edgeprune.errors import EdgepruneError
+from edgeprune.evaluate.detection import evaluate, torch_runner
+from edgeprune.evaluate.latency import measure
+from edgeprune.evaluate.model_stats import model_stats
+from edgeprune.export.registry import get_exporter
+from edgeprune.finetune.trainer import TrainConfig, train
+from edgeprune.manifest import Manifest, atomic_write_json, jsonable, sha256_file
+from edgeprune.models.checkpoint import build_from_yaml, check_classes, load_model, save_model
+from edgeprune.prune.structured import PruneConfig, prune
+from edgeprune.quantize.calibration import calibration_set
+from edgeprune.targets import Target, load_target
+
+DEFAULT_BASELINE = PROJECT_ROOT / "baselines" / "yolo11n-synth.pt"
+
+
+@dataclass
+class DeployRequest:
+    target: str
+    model: str | None = None
+    data: str = str(BUNDLED_YAML)
+    out: Path = PROJECT_ROOT / "dist"
+    run_dir: Path | None = None
+    epochs: int | None = None
+    imgsz: int | None = None
+    flops_reduction: float | None = None
+    calibration_images: int | None = None
+    eval_limit: int | None = None  # evaluate on the first N val images (tests)
+    baseline_epochs: int = 60  # when MODEL is a yaml: epochs to train it first
+    threads: int = 2  # host latency threads
+
+
+@dataclass
+class DeployResult:
+    target: Target
+    bundle: Path
+    rows: list[dict] = field(default_factory=list)
+
+    def summary(self) -> str:
+        first, last = self.rows[0], self.rows[-1]
+        return (f"bundle -> {self.bundle}\n"
+                f"{first['stage']} -> {last['stage']}: mAP50-95 {first['map50_95']:.3f} -> {last['map50_95']:.3f}, "
+                f"GFLOPs {first['gflops']:.2f} -> {last['gflops']:.2f}, params {first['params'] / 1e6:.2f}M -> "
+                f"{last['params'] / 1e6:.2f}M, host p50 {last['latency_p50_ms']:.1f} ms ({last['runtime']})")
+
+
+class Stages:
+    """Runs named stages against one manifest, skipping those already done with the same inputs."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.manifest = Manifest(run_dir / "manifest.json")
+
+    def run(self, name: str, config: dict, inputs: dict[str, str], outputs: list[Path], work) -> dict:
+        if self.manifest.is_current(name, config, inputs):
+            print(f"[{name}] up to date, skipped")
+            return self.manifest.stage(name)["metrics"]
+        stage_dir = self.run_dir / name
+        marker = stage_dir / ".started.json"
+        started = {"config": config, "inputs": inputs}
+        if marker.exists() and json.loads(marker.read_text()) != jsonable(started):
+            shutil.rmtree(stage_dir)  # leftovers of a different configuration must not be resumed
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(marker, started)
+        print(f"[{name}] running ...")
+        start = time.time()
+        metrics = work()
+        entry = self.manifest.record(name, config, inputs, outputs, metrics, time.time() - start)
+        print(f"[{name}] done in {entry['wall_s']:.0f} s")
+        return metrics
+
+
+def _torch_metrics(model: torch.nn.Module, dataset: Dataset, imgsz: int, req: DeployRequest, desc: str) -> dict:
+    torch.set_num_threads(req.threads)
+    run = torch_runner(model)
+    metrics = evaluate(run, dataset, imgsz, desc=desc, limit=req.eval_limit)
+    metrics.update(model_stats(model, imgsz))
+    metrics["latency"] = measure(run, imgsz)
+    metrics["runtime"] = f"pytorch ({req.threads} threads)"
+    return metrics
+
+
+def _resolve_model(req: DeployRequest, dataset: Dataset) -> str:
+    if req.model:
+        return req.model
+    if Path(req.data).resolve() != BUNDLED_YAML.resolve():
+        raise EdgepruneError(f"no MODEL given for dataset {req.data}: the bundled baseline only knows the bundled data",
+                             "pass MODEL=<your checkpoint.pt> or MODEL=yolo11n.yaml to train one on this dataset")
+    if not DEFAULT_BASELINE.exists():
+        raise EdgepruneError(f"the project's baseline {DEFAULT_BASELINE} is missing",
+                             "run `make baseline` to train it, or pass MODEL=")
+    return str(DEFAULT_BASELINE)
+
+
+def deploy(req: DeployRequest) -> DeployResult:
+    target = load_target(req.target, imgsz=req.imgsz, finetune_epochs=req.epochs,
+                         flops_reduction=req.flops_reduction, calibration_images=req.calibration_images)
+    dataset = ensure_dataset(req.data)
+    model_spec = _resolve_model(req, dataset)
+    run_dir = Path(req.run_dir or PROJECT_ROOT / "runs" / target.name).resolve()
+    stages = Stages(run_dir)
+    stages.manifest.set("request", {k: str(v) for k, v in asdict(req).items()})
+    stages.manifest.set("target", asdict(target))
+    data_sha = dataset.content_hash()
+    imgsz = target.imgsz
+    metrics: dict[str, dict] = {}
+
+    # 1. baseline: load (or train from a yaml) and measure
+    base_pt = run_dir / "baseline" / "model.pt"
+    is_yaml = model_spec.endswith((".yaml", ".yml"))
+    model_input = {"model": model_spec if is_yaml else sha256_file(Path(model_spec)), "data": data_sha}
+
+    def baseline_stage():
+        if is_yaml:
+            model = build_from_yaml(model_spec, dataset.nc)
+            cfg = TrainConfig(epochs=req.baseline_epochs, imgsz=imgsz, close_mosaic=10)
+            model = train(model, dataset, cfg, run_dir / "baseline")
+        else:
+            model = load_model(model_spec)
+        check_classes(model, dataset.names, model_spec, req.data)
+        model.names = dict(enumerate(dataset.names))
+        save_model(model, base_pt, meta={"source": model_spec})
+        return _torch_metrics(model, dataset, imgsz, req, "eval baseline")
+
+    metrics["baseline"] = stages.run("baseline", {"model": model_spec, "imgsz": imgsz}, model_input, [base_pt],
+                                     baseline_stage)
+
+    # 2. structured pruning to the target's FLOPs goal
+    prune_cfg = PruneConfig(flops_reduction=target.flops_reduction, criterion=target.prune_criterion,
+                            round_to=target.round_to, imgsz=imgsz)
+    pruned_pt, record = run_dir / "prune" / "model.pt", run_dir / "prune" / "record.json"
+
+    def prune_stage():
+        pruned, result = prune(load_model(base_pt), prune_cfg)
+        save_model(pruned, pruned_pt, meta={"pruning": result.summary()})
+        atomic_write_json(record, {"summary": result.summary(), "torch_pruning_history": result.history})
+        out = _torch_metrics(pruned, dataset, imgsz, req, "eval pruned")
+        out["pruning"] = {k: v for k, v in result.summary().items() if k not in ("layers",)}
+        return out
+
+    metrics["prune"] = stages.run("prune", asdict(prune_cfg), {"model": sha256_file(base_pt)}, [pruned_pt, record],
+                                  prune_stage)
+
+    # 3. fine-tuning that keeps the pruned architecture
+    train_cfg = TrainConfig(epochs=target.finetune_epochs, imgsz=imgsz, lr0=0.01, warmup_epochs=0.0,
+                            close_mosaic=max(1, target.finetune_epochs // 3))
+    tuned_pt = run_dir / "finetune" / "model.pt"
+
+    def finetune_stage():
+        tuned = train(load_model(pruned_pt), dataset, train_cfg, run_dir / "finetune")
+        save_model(tuned, tuned_pt, meta={"finetune": asdict(train_cfg)})
+        return _torch_metrics(tuned, dataset, imgsz, req, "eval fine-tuned")
+
+    if train_cfg.epochs > 0:
+        metrics["finetune"] = stages.run("finetune", asdict(train_cfg),
+                                         {"model": sha256_file(pruned_pt), "data": data_sha}, [tuned_pt],
+                                         finetune_stage)
+    else:
+        tuned_pt = pruned_pt
+
+    # 4. INT8 export for the target, measured by running the artefact itself
+    exporter = get_exporter(target.artefact)
+    artefact = run_dir / "export" / f"model_{target.precision}{exporter.caps.suffix}"
+    export_cfg = {"format": target.artefact, "precision": target.precision, "imgsz": imgsz,
+                  "calibration_images": target.calibration_images}
+
+    def export_stage():
+        calib = None
+        if target.precision == "int8":
+            calib = calibration_set(dataset, imgsz, target.calibration_images,
+                                    cache=run_dir / "export" / f"calibration_{imgsz}.npy")
+        exporter.export(load_model(tuned_pt), artefact, imgsz, target.precision, calib)
+        return artefact_metrics(artefact, dataset, imgsz, req)
+
+    metrics["export"] = stages.run("export", export_cfg, {"model": sha256_file(tuned_pt), "data": data_sha},
+                                   [artefact], export_stage)
+
+    from edgeprune.bundle import write_bundle
+    from edgeprune.report import report_rows
+
+    rows = report_rows(metrics, target, artefact)
+    end2end = bool(getattr(load_model(tuned_pt).model[-1], "end2end", False))
+    bundle = write_bundle(target, dataset, artefact, rows, stages.manifest, Path(req.out) / target.name, end2end)
+    return DeployResult(target, bundle, rows)
+
+
+def artefact_metrics(artefact: Path, dataset: Dataset, imgsz: int, req: DeployRequest) -> dict:
+    runner = runtimes.load(artefact, threads=req.threads, imgsz=imgsz)
+    metrics = evaluate(runner.run, dataset, imgsz, desc=f"eval {artefact.name}", limit=req.eval_limit)
+    metrics["latency"] = measure(runner.run, imgsz)
+    metrics["runtime"] = f"{runner.runtime} ({req.threads} threads)"
+    metrics["size_bytes"] = artefact.stat().st_size
+    metrics["io_dtypes"] = {"input": runner.input_dtype, "output": runner.output_dtype}
+    if artefact.suffix == ".tflite":
+        from edgeprune.export.inspect_tflite import tensor_dtype_census
+
+        metrics["tensor_dtypes"] = tensor_dtype_census(artefact)
+    return metrics
+

@@ -1,0 +1,105 @@
+"""Target profiles: targets/<name>.yaml loaded into strict dataclasses (unknown keys are errors)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from edgeprune.env import PROJECT_ROOT
+from edgeprune.errors import EdgepruneError
+
+TARGETS_DIR = PROJECT_ROOT / "targets"
+RUNTIMES = ("tensorrt", "coreml", "tflite", "onnxruntime")
+PRECISIONS = ("int8", "fp16", "fp32")
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """Facts used for latency estimates; sources are cited in the yaml comments."""
+    device: str = ""
+    cpu: str = ""
+    cores: int = 1
+    isa: str = ""
+    peak_int8_tops: float = 0.0
+    peak_fp16_tflops: float = 0.0
+    memory_bandwidth_gbs: float = 0.0
+
+
+@dataclass(frozen=True)
+class Validation:
+    """How the bundle's on-device script measures latency."""
+    warmup: int = 20
+    runs: int = 200
+    threads: int = 4
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    runtime: str
+    artefact: str  # exporter name, e.g. "tflite"
+    precision: str
+    imgsz: int
+    latency_budget_ms: float
+    latency_percentile: int = 90
+    batch: int = 1
+    flops_reduction: float = 0.5  # pruning goal: fraction of FLOPs removed
+    round_to: int = 8  # pruned channel counts are multiples of this (SIMD/tensor-core width)
+    prune_criterion: str = "l2"
+    finetune_epochs: int = 12
+    calibration_images: int = 200
+    max_map_drop: float = 0.01  # allowed mAP50-95 loss of the INT8 artefact vs its FP32 model
+    hardware: Hardware = field(default_factory=Hardware)
+    validation: Validation = field(default_factory=Validation)
+
+    def __post_init__(self):
+        problems = []
+        if self.runtime not in RUNTIMES:
+            problems.append(f"runtime {self.runtime!r} is not one of {RUNTIMES}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision {self.precision!r} is not one of {PRECISIONS}")
+        if self.imgsz % 32:
+            problems.append(f"imgsz {self.imgsz} is not a multiple of 32 (the detector's largest stride)")
+        if not 0 <= self.flops_reduction < 0.95:
+            problems.append(f"flops_reduction {self.flops_reduction} must be in [0, 0.95)")
+        if problems:
+            raise EdgepruneError(f"target {self.name}: " + "; ".join(problems), f"edit targets/{self.name}.yaml")
+
+
+def available_targets(folder: Path = TARGETS_DIR) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def _strict(cls, values: dict, where: str):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise EdgepruneError(f"{where}: unknown key(s) {', '.join(unknown)}",
+                             f"allowed keys are: {', '.join(sorted(known))}")
+    return values
+
+
+def load_target(name: str, folder: Path = TARGETS_DIR, **overrides) -> Target:
+    """Resolve TARGET=<name> to targets/<name>.yaml (or a path to a yaml) and validate it."""
+    path = Path(name) if name.endswith(".yaml") else folder / f"{name}.yaml"
+    if not path.exists():
+        raise EdgepruneError(f"unknown target {name!r}",
+                             f"use one of: {', '.join(available_targets(folder))} (profiles live in targets/)")
+    try:
+        body = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise EdgepruneError(f"target profile {path} is not valid YAML ({error})", "fix its syntax") from None
+    where = f"target profile {path}"
+    _strict(Target, body, where)
+    body["hardware"] = Hardware(**_strict(Hardware, body.get("hardware") or {}, f"{where} (hardware)"))
+    body["validation"] = Validation(**_strict(Validation, body.get("validation") or {}, f"{where} (validation)"))
+    body.setdefault("name", path.stem)
+    body.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Target(**body)
+    except TypeError as error:
+        raise EdgepruneError(f"{where}: {error}", "add the missing key (see targets/rpi.yaml)") from None
