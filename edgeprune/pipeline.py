@@ -128,6 +128,8 @@ def deploy(req: DeployRequest) -> DeployResult:
     # 1. baseline: load (or train from a yaml) and measure
     base_pt = run_dir / "baseline" / "model.pt"
     is_yaml = model_spec.endswith((".yaml", ".yml"))
+    if not is_yaml:  # refuse a missing, corrupt or mismatched checkpoint before any stage starts
+        check_classes(load_model(model_spec), dataset.names, model_spec, req.data)
     model_input = {"model": model_spec if is_yaml else sha256_file(Path(model_spec)), "data": data_sha}
 
     def baseline_stage():

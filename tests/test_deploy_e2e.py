@@ -1,0 +1,99 @@
+"""The real pipeline on a tiny configuration: prune -> fine-tune -> INT8 TFLite -> evaluate -> bundle."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edgeprune.export.inspect_tflite import tensor_dtype_census
+from edgeprune.manifest import sha256_file
+from edgeprune.pipeline import DeployRequest, deploy
+
+pytestmark = pytest.mark.slow
+
+
+def _request(tiny_data, tmp_path):
+    return DeployRequest(target="rpi", model="yolo11n.yaml", data=str(tiny_data), out=tmp_path / "dist",
+                         run_dir=tmp_path / "run", epochs=1, imgsz=64, calibration_images=4, baseline_epochs=1)
+
+
+def test_deploy_interrupt_resume_and_skip(tiny_data, tmp_path, monkeypatch, capsys):
+    import edgeprune.export.tflite as tflite
+
+    real_quantize = tflite.quantize_int8
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C in the middle of the INT8 stage
+
+    monkeypatch.setattr(tflite, "quantize_int8", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        deploy(_request(tiny_data, tmp_path))
+    run = tmp_path / "run"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert set(manifest["stages"]) == {"baseline", "prune", "finetune"}
+    assert not (run / "export" / "model_int8.tflite").exists(), "no half-written artefact under the final name"
+    assert not (tmp_path / "dist").exists()
+
+    monkeypatch.setattr(tflite, "quantize_int8", real_quantize)
+    capsys.readouterr()
+    result = deploy(_request(tiny_data, tmp_path))
+    log = capsys.readouterr().out
+    for stage in ("baseline", "prune", "finetune"):
+        assert f"[{stage}] up to date, skipped" in log
+    assert "[export] running" in log
+
+    bundle = result.bundle
+    tflite_file = bundle / "model_int8.tflite"
+    meta = json.loads((bundle / "metadata.json").read_text())
+    assert meta["names"] == {str(i): n for i, n in enumerate(("circle", "square", "triangle", "star", "cross", "ring"))}
+    assert meta["input"]["shape"] == [1, 3, 64, 64]
+    for name, digest in meta["files"].items():
+        assert sha256_file(bundle / name) == digest
+    census = tensor_dtype_census(tflite_file)
+    assert census.get("int8", 0) > 100 and census.get("float32", 0) <= 4, f"full INT8 inside: {census}"
+    assert (bundle / "report.md").read_text().count("|") > 20 and (bundle / "report.png").stat().st_size > 1000
+
+    rows = {r["stage"]: r for r in result.rows}
+    assert rows["export"]["gflops"] <= 0.6 * rows["baseline"]["gflops"]
+    assert rows["finetune"]["params"] < rows["baseline"]["params"]
+    metrics = json.loads((run / "manifest.json").read_text())["stages"]
+    assert metrics["finetune"]["metrics"]["params"] == metrics["prune"]["metrics"]["params"], "architecture kept"
+
+    capsys.readouterr()
+    deploy(_request(tiny_data, tmp_path))
+    assert capsys.readouterr().out.count("up to date, skipped") == 4
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "edgeprune.cli", *args], capture_output=True, text=True,
+                          timeout=600, cwd=cwd)
+
+
+@pytest.mark.parametrize("case", ["target", "model-missing", "model-corrupt", "data-missing", "class-mismatch"])
+def test_bad_input_one_line_error_no_bundle(case, tiny_data, tmp_path):
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
+    args = {"target": "rpi", "model": "yolo11n.yaml", "data": str(tiny_data)}
+    expected = {"target": "unknown target 'toaster'", "model-missing": "does not exist",
+                "model-corrupt": "corrupt", "data-missing": "dataset yaml", "class-mismatch": "class count mismatch"}
+    if case == "target":
+        args["target"] = "toaster"
+    elif case == "model-missing":
+        args["model"] = str(tmp_path / "nope.pt")
+    elif case == "model-corrupt":
+        (tmp_path / "bad.pt").write_bytes(b"\x00" * 100)
+        args["model"] = str(tmp_path / "bad.pt")
+    elif case == "data-missing":
+        args["data"] = str(tmp_path / "nope.yaml")
+    else:
+        torch.save({"model": DetectionModel("yolo11n.yaml", nc=3, verbose=False)}, tmp_path / "nc3.pt")
+        args["model"] = str(tmp_path / "nc3.pt")
+    out = _cli("deploy", "--target", args["target"], "--model", args["model"], "--data", args["data"],
+               "--imgsz", "64", "--out", str(tmp_path / "dist"), "--run-dir", str(tmp_path / "run"))
+    assert out.returncode == 2
+    errors = [line for line in out.stderr.splitlines() if line.startswith("edgeprune: error:")]
+    assert len(errors) == 1 and expected[case] in errors[0] and "fix:" in errors[0], out.stderr[-1500:]
+    assert not (tmp_path / "dist").exists()
+    assert not list((tmp_path / "run").rglob("*.pt")) if (tmp_path / "run").exists() else True
