@@ -25,7 +25,8 @@ def metadata(target: Target, dataset: Dataset, model_file: str, end2end: bool) -
     return {
         "format_version": 1,
         "target": target.name, "runtime": target.runtime, "precision": target.precision,
-        "model": model_file, "names": dict(enumerate(dataset.names)),
+        "model": model_file, "names": dict(enumerate(dataset.names)), "imgsz": target.imgsz, "end2end": end2end,
+        "boxes_normalized": True,
         "input": {"name": "images", "shape": [target.batch, 3, target.imgsz, target.imgsz], "layout": "NCHW",
                   "dtype": "float32", "color": "RGB", "scale": "pixel / 255 (0..1)",
                   "letterbox": {"pad_value": PAD_VALUE, "centered": True, "keep_aspect": True}},

@@ -38,16 +38,23 @@ def export_fp32(model: torch.nn.Module, imgsz: int, out: Path) -> Path:
 
 @register
 class OnnxExporter:
-    caps = Capabilities(name="onnx", suffix=".onnx", runtime="onnxruntime", precisions=("fp32", "fp16"),
+    caps = Capabilities(name="onnx", suffix=".onnx", runtime="onnxruntime", precisions=("fp32", "fp16", "int8"),
                         requires=("onnx", "onnxruntime"),
-                        description="ONNX (opset 17, static shape) for ONNX Runtime; FP16 via onnxconverter-common")
+                        description="ONNX (opset 17, static shape) for ONNX Runtime / TensorRT; INT8 as QDQ (Conv only, "
+                                    "symmetric, per-channel weights)")
 
     def export(self, model, out: Path, imgsz: int, precision: str = "fp32", calibration=None) -> Path:
         if precision == "fp32":
             return export_fp32(model, imgsz, out)
         if precision == "fp16":
             return export_fp16(model, imgsz, out)
-        raise EdgepruneError(f"onnx export does not support precision {precision!r}", "use fp32 or fp16")
+        if precision == "int8":
+            from edgeprune.quantize.onnx_qdq import quantize_qdq
+
+            with tempfile.TemporaryDirectory(prefix="edgeprune-onnx8-") as tmp:
+                fp32 = export_fp32(model, imgsz, Path(tmp) / "fp32.onnx")
+                return quantize_qdq(fp32, calibration, out)
+        raise EdgepruneError(f"onnx export does not support precision {precision!r}", "use fp32, fp16 or int8")
 
 
 def export_fp16(model: torch.nn.Module, imgsz: int, out: Path) -> Path:

@@ -28,10 +28,12 @@ class Runner:
     output_dtype: str
 
 
-def load(path: str | Path, threads: int = 2, imgsz: int | None = None, runtime: str | None = None) -> Runner:
+def load(path: str | Path, threads: int = 2, imgsz: int | None = None, runtime: str | None = None,
+         boxes_normalized: bool = True) -> Runner:
+    """`boxes_normalized=False` for files made by other tools (e.g. Ultralytics' ONNX, boxes in pixels)."""
     path = Path(path)
     runtime = runtime or SUFFIX_RUNTIME.get(path.suffix)
     if runtime not in RUNTIMES:
         raise EdgepruneError(f"no runtime for {path.name}", f"known runtimes: {', '.join(RUNTIMES)}")
     module = importlib.import_module(RUNTIMES[runtime])
-    return module.load(path, threads=threads, imgsz=imgsz)
+    return module.load(path, threads=threads, imgsz=imgsz, boxes_normalized=boxes_normalized)

@@ -9,7 +9,7 @@ import numpy as np
 from edgeprune.export.graph import denormalize
 
 
-def load(path: Path, threads: int = 2, imgsz: int | None = None):
+def load(path: Path, threads: int = 2, imgsz: int | None = None, boxes_normalized: bool = True):
     from ai_edge_litert.interpreter import Interpreter
 
     from edgeprune.runtimes import Runner
@@ -18,7 +18,7 @@ def load(path: Path, threads: int = 2, imgsz: int | None = None):
     interpreter.allocate_tensors()
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
-    size = imgsz or int(inp["shape"][2])
+    size = (imgsz or int(inp["shape"][2])) if boxes_normalized else 1
 
     def run_one(x: np.ndarray) -> np.ndarray:
         if inp["dtype"] != np.float32:  # integer input: quantize with the tensor's own parameters

@@ -9,7 +9,7 @@ import numpy as np
 from edgeprune.export.graph import denormalize
 
 
-def load(path: Path, threads: int = 2, imgsz: int | None = None):
+def load(path: Path, threads: int = 2, imgsz: int | None = None, boxes_normalized: bool = True):
     import onnxruntime as ort
 
     from edgeprune.runtimes import Runner
@@ -20,7 +20,7 @@ def load(path: Path, threads: int = 2, imgsz: int | None = None):
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     inp, out = session.get_inputs()[0], session.get_outputs()[0]
-    size = imgsz or int(inp.shape[2])
+    size = (imgsz or int(inp.shape[2])) if boxes_normalized else 1
     fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
 
     def run(batch: np.ndarray) -> np.ndarray:

@@ -1,0 +1,70 @@
+"""Explicitly quantized (QDQ) ONNX: what TensorRT builds INT8 engines from, and what ONNX Runtime runs.
+
+Quantizing every op of a YOLO graph zeroes its class scores; quantizing the convolutions only
+(weights per-channel, activations per-tensor, both symmetric so every zero-point is 0 as
+TensorRT requires) keeps the decode (DFL softmax, box arithmetic, sigmoid) in float.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.manifest import atomic_write_bytes
+
+QUANTIZED_OPS = ("Conv",)
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol over an in-memory calibration array."""
+
+    def __init__(self, name: str, data: np.ndarray):
+        self.items = iter([{name: data[i : i + 1]} for i in range(len(data))])
+
+    def get_next(self):
+        return next(self.items, None)
+
+
+def quantize_qdq(fp32_onnx: Path, calibration: np.ndarray, out: Path, exclude_nodes: tuple[str, ...] = ()) -> Path:
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if calibration is None or len(calibration) == 0:
+        raise EdgepruneError("INT8 export needs calibration images, but the calibration set is empty",
+                             "point DATA at a dataset whose train split has images, or raise calibration_images")
+    input_name = onnx.load(str(fp32_onnx)).graph.input[0].name
+    with tempfile.TemporaryDirectory(prefix="edgeprune-qdq-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
+        quantized = Path(tmp) / "qdq.onnx"
+        quantize_static(str(prepared), str(quantized), _Reader(input_name, calibration),
+                        quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS),
+                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(exclude_nodes),
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+        atomic_write_bytes(out, quantized.read_bytes())
+    return out
+
+
+def qdq_checks(path: Path) -> dict:
+    """Static checks TensorRT cares about: onnx checker, all zero-points 0, static input shape, op census."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    inits = {i.name: i for i in model.graph.initializer}
+    zero_points, ops = [], {}
+    for node in model.graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
+            zp = inits.get(node.input[2])
+            if zp is not None:
+                zero_points.append(int(np.abs(numpy_helper.to_array(zp)).max()))
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    return {"checker": "ok", "qdq_pairs": ops.get("QuantizeLinear", 0), "max_abs_zero_point": max(zero_points or [0]),
+            "static_input_shape": all(d > 0 for d in dims), "input_shape": dims, "ops": dict(sorted(ops.items()))}
