@@ -55,10 +55,11 @@ def _device_readme(target: Target, meta: dict, rows: list[dict]) -> str:
 """
 
 
-def write_bundle(target: Target, dataset: Dataset, artefact: Path, rows: list[dict], manifest: Manifest,
-                 out: Path, end2end: bool) -> Path:
+def write_bundle(target: Target, dataset: Dataset, files: list[Path], artefact: Path, rows: list[dict],
+                 manifest: Manifest, out: Path, end2end: bool) -> Path:
     with staged_dir(out) as folder:
-        shutil.copyfile(artefact, folder / artefact.name)
+        for path in files:
+            shutil.copy2(path, folder / path.name)
         meta = metadata(target, dataset, artefact.name, end2end)
         notes = [f"Evaluated on {dataset.yaml_path} val split with one protocol for every row (letterbox "
                  f"{target.imgsz}, conf 0.001, IoU {IOU_THRESHOLD}, pycocotools COCOeval).",

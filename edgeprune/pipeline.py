@@ -85,6 +85,7 @@ class Stages:
         print(f"[{name}] running ...")
         start = time.time()
         metrics = work()
+        outputs = outputs() if callable(outputs) else outputs
         entry = self.manifest.record(name, config, inputs, outputs, metrics, time.time() - start)
         print(f"[{name}] done in {entry['wall_s']:.0f} s")
         return metrics
@@ -195,15 +196,21 @@ def deploy(req: DeployRequest) -> DeployResult:
         return artefact_metrics(artefact, dataset, imgsz, req)
 
     metrics["export"] = stages.run("export", export_cfg, {"model": sha256_file(tuned_pt), "data": data_sha},
-                                   [artefact], export_stage)
+                                   lambda: export_files(artefact.parent), export_stage)
 
     from edgeprune.bundle import write_bundle
     from edgeprune.report import report_rows
 
     rows = report_rows(metrics, target, artefact)
     end2end = bool(getattr(load_model(tuned_pt).model[-1], "end2end", False))
-    bundle = write_bundle(target, dataset, artefact, rows, stages.manifest, Path(req.out) / target.name, end2end)
+    bundle = write_bundle(target, dataset, export_files(artefact.parent), artefact, rows, stages.manifest,
+                          Path(req.out) / target.name, end2end)
     return DeployResult(target, bundle, rows)
+
+
+def export_files(folder: Path) -> list[Path]:
+    """What the export stage produced for the device (calibration caches and markers stay behind)."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix != ".npy")
 
 
 def artefact_metrics(artefact: Path, dataset: Dataset, imgsz: int, req: DeployRequest) -> dict:
@@ -217,5 +224,9 @@ def artefact_metrics(artefact: Path, dataset: Dataset, imgsz: int, req: DeployRe
         from edgeprune.export.inspect_tflite import tensor_dtype_census
 
         metrics["tensor_dtypes"] = tensor_dtype_census(artefact)
+    elif artefact.suffix == ".onnx" and "int8" in artefact.name:
+        from edgeprune.export.tensorrt import check_for_tensorrt
+
+        metrics["tensorrt_checks"] = check_for_tensorrt(artefact)
     return metrics
 

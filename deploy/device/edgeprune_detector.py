@@ -92,18 +92,25 @@ def load_metadata(bundle: Path) -> dict:
         raise BundleError(f"{path} is not valid JSON ({exc})") from None
 
 
+def model_path(bundle: Path, meta: dict) -> Path:
+    name = meta.get("model")
+    if not name:
+        raise BundleError(f"{METADATA} names no model file")
+    path = Path(bundle) / name
+    if not path.exists():
+        raise BundleError(f"model file {path} listed in {METADATA} does not exist")
+    return path
+
+
 def verify_model(bundle: Path, meta: dict) -> str:
     """Check the model against metadata["files"] before anything runs it; returns its sha256."""
-    name = meta.get("model")
-    path = Path(bundle) / str(name)
-    if not name or not path.exists():
-        raise BundleError(f"model file {path} listed in {METADATA} does not exist")
-    expected = meta.get("files", {}).get(name)
+    path = model_path(bundle, meta)
+    expected = meta.get("files", {}).get(path.name)
     if not expected:
-        raise IntegrityError(f"{METADATA} lists no sha256 for {name}, so it cannot be verified")
+        raise IntegrityError(f"{METADATA} lists no sha256 for {path.name}, so it cannot be verified")
     actual = sha256_path(path)
     if actual != expected:
-        raise IntegrityError(f"{name} failed its integrity check: expected sha256 {expected}, got {actual} "
+        raise IntegrityError(f"{path.name} failed its integrity check: expected sha256 {expected}, got {actual} "
                              f"(re-copy the bundle)")
     return actual
 
@@ -218,25 +225,24 @@ def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float, 
 
 # --- backends: each takes (1, 3, S, S) float32 and returns the raw output as float32 ---------
 
-def _tflite_interpreter_class():
-    for module in ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"):
-        if importlib.util.find_spec(module.split(".")[0]) is not None:
-            return importlib.import_module(module).Interpreter, module.split(".")[0].replace("_", "-")
-    raise BundleError("no TFLite runtime is installed; install it with: pip install ai-edge-litert "
-                      "(or pip install tflite-runtime on older devices)")
+TFLITE_RUNTIMES = (("ai_edge_litert.interpreter", "ai-edge-litert", "litert"),
+                   ("tflite_runtime.interpreter", "tflite-runtime", "tflite-runtime"))
 
 
 class TFLiteBackend:
-    """LiteRT / tflite-runtime interpreter; integer I/O is (de)quantized with the tensor's own parameters."""
+    """LiteRT (or the older tflite-runtime); integer I/O is (de)quantized with the tensor's own parameters."""
 
     def __init__(self, path: Path, threads: int | None = None):
-        interpreter_class, self.package = _tflite_interpreter_class()
-        self.interpreter = interpreter_class(model_path=str(path), num_threads=threads)
+        module, self.package, self.name = next(
+            (r for r in TFLITE_RUNTIMES if importlib.util.find_spec(r[0].split(".")[0]) is not None), (None,) * 3)
+        if module is None:
+            raise BundleError("no TFLite runtime is installed; install it with: pip install ai-edge-litert "
+                              "(or pip install tflite-runtime on older devices)")
+        self.interpreter = importlib.import_module(module).Interpreter(model_path=str(path), num_threads=threads)
         self.interpreter.allocate_tensors()
         self.inp = self.interpreter.get_input_details()[0]
         self.out = self.interpreter.get_output_details()[0]
         self.input_shape = tuple(int(d) for d in self.inp["shape"])
-        self.name = self.package.split("-")[0] if self.package == "tflite-runtime" else "litert"
 
     def run(self, x: np.ndarray) -> np.ndarray:
         dtype = self.inp["dtype"]
@@ -250,7 +256,7 @@ class TFLiteBackend:
         if self.out["dtype"] != np.float32:
             scale, zero = self.out["quantization"]
             return (y.astype(np.float32) - zero) * np.float32(scale)
-        return y.astype(np.float32, copy=True)  # get_tensor may alias the interpreter's buffer
+        return y
 
 
 class OnnxRuntimeBackend:
@@ -410,7 +416,7 @@ class TensorRTBackend:
 
     package = "tensorrt"
 
-    def __init__(self, onnx_path: Path, engine_path: Path, precision: str = "int8", threads: int | None = None):
+    def __init__(self, onnx_path: Path, engine_path: Path, precision: str = "int8"):
         trt = _require("tensorrt", "tensorrt")
         if not Path(engine_path).exists():
             build_engine(onnx_path, engine_path, precision)
@@ -458,7 +464,7 @@ class CoreMLBackend:
 
     package = "coremltools"
 
-    def __init__(self, path: Path, threads: int | None = None, compute_units: str = "ALL"):
+    def __init__(self, path: Path, compute_units: str = "ALL"):
         if platform.system() != "Darwin":
             raise BundleError(f"Core ML models run only on macOS (this is {platform.system()}); "
                               f"run this on a Mac or use Xcode's performance report")
@@ -479,25 +485,30 @@ MODEL_SUFFIXES = {"tflite": (".tflite",), "onnxruntime": (".onnx",), "tensorrt":
                   "coreml": (".mlpackage", ".mlmodel")}
 
 
-def open_backend(runtime: str, bundle: Path, meta: dict, threads: int | None, **options):
-    """The backend for a runtime name; `tensorrt` runs the ONNX on ONNX Runtime when TensorRT is absent."""
-    model = Path(bundle) / meta["model"]
+def check_model_kind(runtime: str, model: Path) -> Path:
+    """Refuse a model the runtime cannot load (e.g. a .tflite given to validate_onnx.py) with a clear message."""
     if runtime not in MODEL_SUFFIXES:
         raise BundleError(f"unknown runtime {runtime!r}; use one of {', '.join(MODEL_SUFFIXES)}")
     if model.suffix not in MODEL_SUFFIXES[runtime]:
         raise BundleError(f"runtime {runtime} needs a {' or '.join(MODEL_SUFFIXES[runtime])} model, "
                           f"but this bundle holds {model.name}")
+    return model
+
+
+def open_backend(runtime: str, bundle: Path, meta: dict, threads: int | None, **options):
+    """The backend for a runtime name; `tensorrt` runs the ONNX on ONNX Runtime when TensorRT is absent."""
+    model = check_model_kind(runtime, model_path(bundle, meta))
     if runtime == "tflite":
         return TFLiteBackend(model, threads)
     if runtime == "onnxruntime":
         return OnnxRuntimeBackend(model, threads, **options)
     if runtime == "coreml":
-        return CoreMLBackend(model, threads, **options)
+        return CoreMLBackend(model, **options)
     if importlib.util.find_spec("tensorrt") is None:
         backend = OnnxRuntimeBackend(model, threads, providers=("CUDAExecutionProvider", "CPUExecutionProvider"))
-        backend.name = f"{backend.name.split(' ')[0]} (tensorrt unavailable)"
+        backend.name = "onnxruntime (tensorrt unavailable)"
         return backend
-    return TensorRTBackend(model, Path(bundle) / ENGINE, meta.get("precision", "int8"), threads, **options)
+    return TensorRTBackend(model, Path(bundle) / ENGINE, meta.get("precision", "int8"), **options)
 
 
 # --- the detector ---------------------------------------------------------------------------

@@ -1,0 +1,219 @@
+"""What every validate_<runtime>.py shares: CLI, integrity check, timing loop, report and exit code.
+
+Exit codes: 0 within budget (or a dry run), 1 over budget, 2 usage or environment error,
+3 model failed its sha256 check (nothing was run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from edgeprune_detector import BundleError, Detector, IntegrityError, load_image, load_metadata, verify_model
+
+EXIT_OK, EXIT_OVER_BUDGET, EXIT_ERROR, EXIT_TAMPERED = 0, 1, 2, 3
+DRY_RUN_RUNS, DRY_RUN_WARMUP = 5, 2  # enough to exercise every code path on a host, quickly
+FRAME_W, FRAME_H, FRAME_SEED = 640, 480, 0  # a camera-sized frame, so preprocessing costs what it will
+STAGES = ("preprocess", "infer", "postprocess", "end_to_end")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _percentile(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"must be in (0, 100], got {value}")
+    return value
+
+
+def parser(description: str, script: str) -> argparse.ArgumentParser:
+    """The options every script accepts; `script` is its __file__, whose folder is the default bundle."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bundle", type=Path, default=Path(script).resolve().parent,
+                   help="bundle folder with metadata.json (default: this script's folder)")
+    p.add_argument("--warmup", type=_non_negative_int, default=20, help="untimed runs first (default 20)")
+    p.add_argument("--runs", type=_positive_int, default=200, help="timed runs (default 200)")
+    p.add_argument("--threads", type=_positive_int, default=os.cpu_count() or 1,
+                   help="CPU threads for the runtime (default: all cores)")
+    p.add_argument("--out", type=Path, default=Path("results.json"), help="JSON report path (default results.json)")
+    p.add_argument("--budget-ms", type=_positive_float, help="latency budget (default: metadata latency_budget.ms)")
+    p.add_argument("--percentile", type=_percentile,
+                   help="percentile compared with the budget (default: metadata latency_budget.percentile)")
+    p.add_argument("--budget-on", choices=("end_to_end", "infer"), default="end_to_end",
+                   help="which latency the budget applies to (default end_to_end: what the application sees)")
+    p.add_argument("--image", type=Path, help=f"test image (default: seeded random {FRAME_W}x{FRAME_H} RGB)")
+    p.add_argument("--dry-run", action="store_true",
+                   help=f"at most {DRY_RUN_RUNS} runs, never fails on the budget: checks the script on a host")
+    return p
+
+
+def cli(main):
+    """Turn the errors a device operator can fix into one line on stderr and an exit code."""
+    @functools.wraps(main)
+    def wrapped(argv=None) -> int:
+        try:
+            return main(argv)
+        except IntegrityError as exc:
+            return fail(str(exc), EXIT_TAMPERED)
+        except (BundleError, ImportError, OSError, ValueError) as exc:
+            return fail(str(exc), EXIT_ERROR)
+    return wrapped
+
+
+def fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def verify(args) -> dict:
+    """Metadata of a bundle whose model matches its sha256, for scripts that must check before anything else."""
+    meta = load_metadata(args.bundle)
+    verify_model(args.bundle, meta)
+    return meta
+
+
+def open_detector(args, runtime: str, **backend_options) -> Detector:
+    """A verified detector (exit 3 on a tampered model happens here, before any timing)."""
+    return Detector.from_bundle(args.bundle, runtime=runtime, threads=args.threads, **backend_options)
+
+
+def test_image(args) -> tuple[np.ndarray, str]:
+    if args.image:
+        return load_image(args.image), str(args.image)
+    rng = np.random.default_rng(FRAME_SEED)
+    return rng.integers(0, 256, (FRAME_H, FRAME_W, 3), dtype=np.uint8), f"random {FRAME_W}x{FRAME_H} seed {FRAME_SEED}"
+
+
+def run_counts(args) -> tuple[int, int]:
+    if args.dry_run:
+        return min(args.warmup, DRY_RUN_WARMUP), min(args.runs, DRY_RUN_RUNS)
+    return args.warmup, args.runs
+
+
+def measure(detector: Detector, image: np.ndarray, warmup: int, runs: int) -> tuple[dict, int]:
+    """Time each stage of the full detector per run; returns per-stage lists in ms and the last detection count."""
+    size = (image.shape[1], image.shape[0])
+    times = {stage: [] for stage in STAGES}
+    detections = []
+    for i in range(warmup + runs):
+        t0 = time.perf_counter()
+        x, box = detector.preprocess(image)
+        t1 = time.perf_counter()
+        raw = detector.infer(x)
+        t2 = time.perf_counter()
+        detections = detector.postprocess(raw, box, size)
+        t3 = time.perf_counter()
+        if i >= warmup:
+            for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
+                times[stage].append(seconds * 1000)
+    return times, len(detections)
+
+
+def summarize(times_ms: list[float]) -> dict:
+    t = np.asarray(times_ms, dtype=np.float64)
+    mean = float(t.mean())
+    return {"p50": round(float(np.percentile(t, 50)), 3), "p90": round(float(np.percentile(t, 90)), 3),
+            "p99": round(float(np.percentile(t, 99)), 3), "mean": round(mean, 3), "min": round(float(t.min()), 3),
+            "max": round(float(t.max()), 3), "fps": round(1000 / mean, 2) if mean > 0 else None, "runs": len(t)}
+
+
+def budget(args, meta: dict, times: dict) -> dict:
+    declared = meta.get("latency_budget", {})
+    ms = args.budget_ms if args.budget_ms is not None else declared.get("ms")
+    percentile = args.percentile if args.percentile is not None else declared.get("percentile", 90)
+    measured = round(float(np.percentile(times[args.budget_on], percentile)), 3)
+    return {"ms": ms, "percentile": percentile, "on": args.budget_on, "measured_ms": measured,
+            "pass": ms is None or measured <= ms}
+
+
+def device_info() -> dict:
+    """What the numbers were measured on; the board name comes from the device tree on Pi/Jetson."""
+    board = Path("/proc/device-tree/model")
+    return {"platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor(),
+            "system": platform.system(), "node": platform.node(), "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "board": board.read_bytes().rstrip(b"\0").decode(errors="replace") if board.exists() else None}
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Temp file + os.replace, so a reader never sees half a report."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def report(args, detector: Detector, times: dict, detections: int, image_label: str, runtime: str | None = None,
+           extra: dict | None = None) -> int:
+    """Write the JSON report, print one summary line and return the exit code."""
+    meta = detector.meta
+    verdict = budget(args, meta, times)
+    warmup, runs = run_counts(args)
+    data = {"target": meta.get("target"), "runtime": runtime or detector.runtime,
+            "runtime_version": detector.runtime_version, "model": meta.get("model"),
+            "model_sha256": detector.model_sha256, "precision": meta.get("precision"), "imgsz": detector.imgsz,
+            "device": device_info(), "threads": args.threads, "warmup": warmup, "runs": runs, "image": image_label,
+            "detections": detections, "latency_ms": {stage: summarize(times[stage]) for stage in STAGES},
+            "budget": verdict, "dry_run": args.dry_run, "timestamp": datetime.now(timezone.utc).isoformat(),
+            **(extra or {})}
+    write_json(args.out, data)
+    print(summary_line(data, args.out))
+    if args.dry_run or verdict["pass"]:
+        return EXIT_OK
+    return EXIT_OVER_BUDGET
+
+
+def summary_line(data: dict, out: Path) -> str:
+    b, e2e, infer = data["budget"], data["latency_ms"]["end_to_end"], data["latency_ms"]["infer"]
+    verdict = "PASS" if b["pass"] else "FAIL"
+    limit = "no budget" if b["ms"] is None else f"{'<=' if b['pass'] else '>'} {b['ms']} ms"
+    return (f"{'DRY-RUN ' if data['dry_run'] else ''}{verdict} {data['target']} {data['runtime']}: "
+            f"{b['on']} p{b['percentile']:g} {b['measured_ms']} ms {limit} | end-to-end p50 {e2e['p50']} ms "
+            f"({e2e['fps']} FPS), infer p50 {infer['p50']} ms | {data['runs']} runs, {data['threads']} threads "
+            f"-> {out}")
+
+
+def validate(args, runtime: str, prepare=None, **backend_options) -> int:
+    """The whole flow for a runtime the Detector opens; `prepare(detector)` runs before timing."""
+    detector = open_detector(args, runtime, **backend_options)
+    if prepare is not None:
+        prepare(detector)
+    image, label = test_image(args)
+    times, detections = measure(detector, image, *run_counts(args))
+    return report(args, detector, times, detections, label)
