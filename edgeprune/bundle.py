@@ -6,6 +6,7 @@ receives a bundle whose model and metadata disagree.
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -13,9 +14,11 @@ from pathlib import Path
 from edgeprune.data.dataset import Dataset
 from edgeprune.data.letterbox import PAD_VALUE
 from edgeprune.evaluate.detection import IOU_THRESHOLD
+from edgeprune.env import PROJECT_ROOT
+from edgeprune.errors import EdgepruneError
 from edgeprune.manifest import Manifest, atomic_write_json, atomic_write_text, sha256_file, staged_dir
-from edgeprune.report import write_report
-from edgeprune.targets import Target
+from edgeprune.report import device_section, write_report
+from edgeprune.targets import Hardware, Target, Validation
 
 DEPLOY_CONF = 0.25  # score threshold for live use (mAP is measured at 0.001)
 
@@ -55,20 +58,70 @@ def _device_readme(target: Target, meta: dict, rows: list[dict]) -> str:
 """
 
 
+DEVICE_DIR = PROJECT_ROOT / "deploy" / "device"
+SHARED_SCRIPTS = ("edgeprune_detector.py", "validation_common.py")
+VALIDATION_SCRIPTS = {"tflite": ("validate_tflite.py",), "onnxruntime": ("validate_onnx.py",),
+                      "tensorrt": ("validate_tensorrt.py", "validate_onnx.py"), "coreml": ("validate_coreml.py",)}
+
+
+def device_scripts(runtime: str) -> list[Path]:
+    """The numpy-only detector and the validation script(s) for this runtime, shipped in every bundle."""
+    return [DEVICE_DIR / name for name in SHARED_SCRIPTS + VALIDATION_SCRIPTS[runtime]]
+
+
+def target_from_metadata(meta: dict) -> Target:
+    profile = dict(meta["target_profile"])
+    profile["hardware"] = Hardware(**profile["hardware"])
+    profile["validation"] = Validation(**profile["validation"])
+    return Target(**profile)
+
+
+def _render(folder: Path, meta: dict) -> None:
+    """(Re)write report, README and the sha256 list from metadata (bundle creation and `validate`)."""
+    target = target_from_metadata(meta)
+    device = device_section(target, meta.get("device_estimate"), meta.get("device_results", []))
+    write_report(meta["report"], target, folder, meta["notes"], device)
+    atomic_write_text(folder / "README.md", _device_readme(target, meta, meta["report"]))
+    meta["files"] = {p.name: sha256_file(p) for p in sorted(folder.iterdir())
+                     if p.name != "metadata.json" and not p.name.startswith(".")}
+    atomic_write_json(folder / "metadata.json", meta)
+
+
 def write_bundle(target: Target, dataset: Dataset, files: list[Path], artefact: Path, rows: list[dict],
                  manifest: Manifest, out: Path, end2end: bool) -> Path:
     with staged_dir(out) as folder:
-        for path in files:
-            shutil.copy2(path, folder / path.name)
-        meta = metadata(target, dataset, artefact.name, end2end)
-        notes = [f"Evaluated on {dataset.yaml_path} val split with one protocol for every row (letterbox "
-                 f"{target.imgsz}, conf 0.001, IoU {IOU_THRESHOLD}, pycocotools COCOeval).",
-                 "Host latency: batch 1 on this machine's CPU; it compares stages, it is not the device latency.",
-                 f"Target profile: {asdict(target)}"]
-        write_report(rows, target, folder, notes)
-        atomic_write_text(folder / "README.md", _device_readme(target, meta, rows))
+        for path in files + device_scripts(target.runtime):
+            if path.is_dir():
+                shutil.copytree(path, folder / path.name)
+            else:
+                shutil.copy2(path, folder / path.name)
         shutil.copyfile(manifest.path, folder / "manifest.json")
-        meta["files"] = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()}
-        meta["report"] = rows
-        atomic_write_json(folder / "metadata.json", meta)
+        meta = metadata(target, dataset, artefact.name, end2end)
+        meta.update(report=rows, target_profile=asdict(target), device_results=[],
+                    device_estimate=manifest.stage("export")["metrics"].get("device_estimate"),
+                    notes=[f"Evaluated on {dataset.yaml_path} val split with one protocol for every row (letterbox "
+                           f"{target.imgsz}, conf 0.001, IoU {IOU_THRESHOLD}, pycocotools COCOeval).",
+                           "Host latency: batch 1 on this machine's CPU; it compares stages, it is not the device "
+                           "latency."])
+        _render(folder, meta)
     return out
+
+
+def add_device_results(bundle: Path, results_file: Path) -> dict:
+    """Take a device script's JSON back into the bundle: check it is for this model, store it, re-render."""
+    meta = json.loads((bundle / "metadata.json").read_text())
+    try:
+        results = json.loads(Path(results_file).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise EdgepruneError(f"device results {results_file} cannot be read ({error.__class__.__name__})",
+                             "pass the JSON written by the bundle's validate_*.py --out") from None
+    expected = meta["files"].get(meta["model"])
+    if results.get("model_sha256") != expected:
+        raise EdgepruneError(f"device results {results_file} are for model sha256 {str(results.get('model_sha256'))[:12]}, "
+                             f"this bundle's {meta['model']} is {expected[:12]}",
+                             "run the validate script of this bundle on the device and feed back its output")
+    name = f"device_results_{len(meta['device_results']) + 1}.json"
+    atomic_write_json(bundle / name, results)
+    meta["device_results"].append(results)
+    _render(bundle, meta)
+    return results

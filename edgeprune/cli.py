@@ -54,6 +54,20 @@ def _cmd_deploy(args) -> None:
     print(result.summary())
 
 
+def _cmd_validate(args) -> None:
+    from edgeprune.bundle import add_device_results
+
+    bundle = Path(args.bundle)
+    if not (bundle / "metadata.json").exists():
+        raise EdgepruneError(f"{bundle} is not an edgeprune bundle (no metadata.json)", "pass dist/<target>")
+    results = add_device_results(bundle, Path(args.results))
+    budget = results.get("budget", {})
+    print(f"{bundle}: device p{budget.get('percentile')} {budget.get('measured_ms')} ms vs budget {budget.get('ms')} ms "
+          f"-> {'PASS' if budget.get('pass') else 'FAIL'}; report updated")
+    if not budget.get("pass"):
+        raise SystemExit(1)
+
+
 def _cmd_export_list(args) -> None:
     from edgeprune.export import registry
 
@@ -110,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negatives", type=float, default=0.05, help="fraction of images without objects")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_data_coco)
+
+    p = sub.add_parser("validate", help="take on-device results (JSON from the bundle's script) into the report")
+    p.add_argument("bundle", help="dist/<target>")
+    p.add_argument("--results", required=True, help="JSON written by validate_*.py --out on the device")
+    p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("export", help="export formats").add_subparsers(dest="export_command", required=True)
     p.add_parser("list", help="registered exporters and their capabilities").set_defaults(func=_cmd_export_list)

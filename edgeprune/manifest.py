@@ -59,7 +59,14 @@ def staged_dir(final: Path):
 
 
 def sha256_file(path: Path) -> str:
+    """sha256 of a file; a folder artefact (CoreML .mlpackage) hashes its sorted relative paths and file
+    hashes — the same rule as the device-side `edgeprune_detector.sha256_path`."""
+    path = Path(path)
     digest = hashlib.sha256()
+    if path.is_dir():
+        for item in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(f"{item.relative_to(path).as_posix()}\0{sha256_file(item)}\n".encode())
+        return digest.hexdigest()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)

@@ -23,6 +23,7 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.evaluate.detection import evaluate, torch_runner
 from edgeprune.evaluate.latency import measure
 from edgeprune.evaluate.model_stats import model_stats
+from edgeprune.evaluate.roofline import activation_elements, estimate_latency_ms
 from edgeprune.export.registry import get_exporter
 from edgeprune.finetune.trainer import TrainConfig, train
 from edgeprune.manifest import Manifest, atomic_write_json, jsonable, sha256_file
@@ -192,8 +193,13 @@ def deploy(req: DeployRequest) -> DeployResult:
         if target.precision == "int8":
             calib = calibration_set(dataset, imgsz, target.calibration_images,
                                     cache=run_dir / "export" / f"calibration_{imgsz}.npy")
-        exporter.export(load_model(tuned_pt), artefact, imgsz, target.precision, calib)
-        return artefact_metrics(artefact, dataset, imgsz, req)
+        tuned = load_model(tuned_pt)
+        exporter.export(tuned, artefact, imgsz, target.precision, calib)
+        out = artefact_metrics(artefact, dataset, imgsz, req, tuned)
+        stats = model_stats(tuned, imgsz)
+        out["device_estimate"] = estimate_latency_ms(stats["gflops"], stats["params"],
+                                                     activation_elements(tuned, imgsz), target)
+        return out
 
     metrics["export"] = stages.run("export", export_cfg, {"model": sha256_file(tuned_pt), "data": data_sha},
                                    lambda: export_files(artefact.parent), export_stage)
@@ -210,10 +216,28 @@ def deploy(req: DeployRequest) -> DeployResult:
 
 def export_files(folder: Path) -> list[Path]:
     """What the export stage produced for the device (calibration caches and markers stay behind)."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix != ".npy")
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.suffix != ".npy"
+                  and (p.is_file() or p.suffix == ".mlpackage"))
 
 
-def artefact_metrics(artefact: Path, dataset: Dataset, imgsz: int, req: DeployRequest) -> dict:
+def coreml_metrics(artefact: Path, model: torch.nn.Module, dataset: Dataset, imgsz: int, req: DeployRequest) -> dict:
+    """CoreML predicts only on macOS: verify the spec, and measure a labelled int8-weight proxy instead."""
+    from edgeprune.export.coreml import inspect_spec
+    from edgeprune.quantize.weight_proxy import int8_weight_proxy
+
+    proxy = int8_weight_proxy(model)
+    metrics = evaluate(torch_runner(proxy), dataset, imgsz, desc="eval int8-weight proxy", limit=req.eval_limit)
+    metrics["latency"] = measure(torch_runner(proxy), imgsz)
+    metrics["runtime"] = "proxy: PyTorch with the package's int8 weights (CoreML cannot predict on Linux)"
+    metrics["size_bytes"] = sum(p.stat().st_size for p in artefact.rglob("*") if p.is_file())
+    metrics["coreml_spec"] = inspect_spec(artefact)
+    return metrics
+
+
+def artefact_metrics(artefact: Path, dataset: Dataset, imgsz: int, req: DeployRequest,
+                     model: torch.nn.Module | None = None) -> dict:
+    if artefact.suffix == ".mlpackage":
+        return coreml_metrics(artefact, model, dataset, imgsz, req)
     runner = runtimes.load(artefact, threads=req.threads, imgsz=imgsz)
     metrics = evaluate(runner.run, dataset, imgsz, desc=f"eval {artefact.name}", limit=req.eval_limit)
     metrics["latency"] = measure(runner.run, imgsz)

@@ -26,7 +26,26 @@ def report_rows(metrics: dict[str, dict], target: Target, artefact: Path) -> lis
     return rows
 
 
-def markdown(rows: list[dict], target: Target, notes: list[str]) -> str:
+def device_section(target: Target, estimate: dict | None, measured: list[dict]) -> list[str]:
+    budget = f"p{target.latency_percentile} ≤ {target.latency_budget_ms} ms"
+    lines = ["## Device latency", "", f"Budget on {target.hardware.device or target.name}: {budget}.", ""]
+    if estimate:
+        verdict = "within" if estimate["estimate_ms"] <= target.latency_budget_ms else "over"
+        lines.append(f"- **Estimate** ({estimate['label']}): {estimate['estimate_ms']:.2f} ms, {estimate['bound']}-bound "
+                     f"(compute {estimate['compute_ms']:.2f} ms at {estimate['utilisation_assumed']:.0%} of peak, "
+                     f"memory {estimate['memory_ms']:.2f} ms) — {verdict} budget.")
+    for m in measured:
+        b = m.get("budget", {})
+        lines.append(f"- **Measured** on {m.get('device', {}).get('machine', '?')} ({m.get('runtime')}, "
+                     f"{m.get('timestamp', '')}): p{b.get('percentile')} {b.get('measured_ms')} ms — "
+                     f"{'PASS' if b.get('pass') else 'FAIL'}{' (dry run)' if m.get('dry_run') else ''}.")
+    if not measured:
+        lines.append("- No device measurement yet: run the bundle's validate script on the device and feed the JSON "
+                     "back with `edgeprune validate <bundle> --results <file>`.")
+    return lines + [""]
+
+
+def markdown(rows: list[dict], target: Target, notes: list[str], device: list[str] | None = None) -> str:
     base = rows[0]
     lines = [f"# edgeprune report — target `{target.name}`", "", target.description, "",
              "| stage | mAP50-95 | mAP50 | params | GFLOPs | FLOPs vs baseline | host p50 ms | runtime | file |",
@@ -36,7 +55,7 @@ def markdown(rows: list[dict], target: Target, notes: list[str]) -> str:
         lines.append(f"| {r['label']} | {r['map50_95']:.3f} | {r['map50']:.3f} | {r['params'] / 1e6:.3f} M | "
                      f"{r['gflops']:.3f} | {r['gflops'] / base['gflops']:.0%} | {r['latency_p50_ms']:.2f} | "
                      f"{r['runtime']} | {size} |")
-    lines += ["", "![mAP vs compute](report.png)", ""] + [f"- {n}" for n in notes] + [""]
+    lines += ["", "![mAP vs compute](report.png)", ""] + (device or []) + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)
 
 
@@ -66,7 +85,8 @@ def plot(rows: list[dict], out: Path) -> None:
     atomic_write_bytes(out, buffer.getvalue())
 
 
-def write_report(rows: list[dict], target: Target, folder: Path, notes: list[str]) -> Path:
+def write_report(rows: list[dict], target: Target, folder: Path, notes: list[str],
+                 device: list[str] | None = None) -> Path:
     plot(rows, folder / "report.png")
-    atomic_write_text(folder / "report.md", markdown(rows, target, notes))
+    atomic_write_text(folder / "report.md", markdown(rows, target, notes, device))
     return folder / "report.md"

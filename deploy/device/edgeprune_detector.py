@@ -420,7 +420,8 @@ class TensorRTBackend:
         trt = _require("tensorrt", "tensorrt")
         if not Path(engine_path).exists():
             build_engine(onnx_path, engine_path, precision)
-        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(Path(engine_path).read_bytes())
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
         if self.engine is None:
             raise BundleError(f"{engine_path} cannot be deserialized (built for another GPU or TensorRT version?); "
                               f"delete it to rebuild from {Path(onnx_path).name}")

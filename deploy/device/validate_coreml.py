@@ -41,7 +41,7 @@ def xcode_steps(args, meta: dict) -> str:
 
 def time_compute_units(args) -> int:
     """Time every requested compute-unit setting on the same image; report the first against the budget."""
-    image, label = common.test_image(args)
+    image, label = common.input_image(args)
     results = {}
     for unit in args.compute_units:
         detector = common.open_detector(args, "coreml", compute_units=unit)

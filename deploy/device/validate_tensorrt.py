@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     meta = common.verify(args)  # a tampered model is refused before any engine is built
     if importlib.util.find_spec("tensorrt") is None:
-        print(f"tensorrt is not installed; on the Jetson build and time the engine with:\n  {trtexec_command(args, meta)}")
+        print("tensorrt is not installed; on the Jetson build and time the engine with:\n  "
+              + trtexec_command(args, meta))
         if not args.fallback_onnxruntime:
             return common.fail("tensorrt is not installed (JetPack ships it; elsewhere: pip install tensorrt)",
                                common.EXIT_ERROR)

@@ -106,7 +106,7 @@ def open_detector(args, runtime: str, **backend_options) -> Detector:
     return Detector.from_bundle(args.bundle, runtime=runtime, threads=args.threads, **backend_options)
 
 
-def test_image(args) -> tuple[np.ndarray, str]:
+def input_image(args) -> tuple[np.ndarray, str]:
     if args.image:
         return load_image(args.image), str(args.image)
     rng = np.random.default_rng(FRAME_SEED)
@@ -214,6 +214,6 @@ def validate(args, runtime: str, prepare=None, **backend_options) -> int:
     detector = open_detector(args, runtime, **backend_options)
     if prepare is not None:
         prepare(detector)
-    image, label = test_image(args)
+    image, label = input_image(args)
     times, detections = measure(detector, image, *run_counts(args))
     return report(args, detector, times, detections, label)

@@ -36,7 +36,7 @@ class Exporter(Protocol):
 
 
 _REGISTRY: dict[str, Exporter] = {}
-_MODULES = ("edgeprune.export.tflite", "edgeprune.export.onnx", "edgeprune.export.tensorrt")
+_MODULES = ("edgeprune.export.tflite", "edgeprune.export.onnx", "edgeprune.export.tensorrt", "edgeprune.export.coreml")
 
 
 def register(exporter_cls):

@@ -1,0 +1,51 @@
+"""Estimated device latency from the profile's hardware facts, until measured device numbers arrive.
+
+A roofline: the slower of compute (operations over the achievable fraction of peak throughput)
+and memory traffic (weights read once, every conv activation written and read once, over
+bandwidth), plus a fixed per-inference overhead. Always labelled an estimate; small batch-1
+detectors reach a small fraction of peak, hence the utilisation factors below.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from edgeprune.targets import Target
+
+BYTES = {"int8": 1, "fp16": 2, "fp32": 4}
+# Achievable fraction of peak for a batch-1 YOLO-nano-sized network, per runtime (rough, conservative).
+UTILISATION = {"tflite": 0.25, "tensorrt": 0.15, "coreml": 0.2, "onnxruntime": 0.3}
+OVERHEAD_MS = {"tflite": 0.3, "tensorrt": 0.2, "coreml": 0.5, "onnxruntime": 0.2}
+
+
+def activation_elements(model: nn.Module, imgsz: int) -> int:
+    """Elements written by every convolution for one image (the dominant activation traffic)."""
+    total = 0
+
+    def hook(_module, _inputs, output):
+        nonlocal total
+        total += output.numel()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.inference_mode():
+            model.eval()(torch.zeros(1, 3, imgsz, imgsz))
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def estimate_latency_ms(gflops: float, params: int, activations: int, target: Target) -> dict:
+    hw = target.hardware
+    width = BYTES[target.precision]
+    peak = (hw.peak_int8_tops * 1e12 if target.precision == "int8" else hw.peak_fp16_tflops * 1e12)
+    utilisation = UTILISATION[target.runtime]
+    compute_ms = gflops * 1e9 / (peak * utilisation) * 1e3 if peak else float("nan")
+    traffic = params * width + 2 * activations * width
+    memory_ms = traffic / (hw.memory_bandwidth_gbs * 1e9) * 1e3 if hw.memory_bandwidth_gbs else float("nan")
+    total = max(compute_ms, memory_ms) + OVERHEAD_MS[target.runtime]
+    return {"estimate_ms": round(total, 3), "compute_ms": round(compute_ms, 3), "memory_ms": round(memory_ms, 3),
+            "bound": "compute" if compute_ms >= memory_ms else "memory", "utilisation_assumed": utilisation,
+            "device": hw.device, "label": "estimate (roofline), not a measurement"}
