@@ -159,6 +159,19 @@ def _prune_once(model: nn.Module, ratio: float, cfg: PruneConfig, criterion: str
     return history, locked_names
 
 
+def prune_at_ratio(model: nn.Module, ratio: float, cfg: PruneConfig) -> tuple[nn.Module, PruneResult]:
+    """One uniform channel ratio, no FLOPs search: for sweeps, sensitivity scans and tests."""
+    model = deepcopy(model).float().eval()
+    macs0, params0 = count_macs(model, cfg.imgsz)
+    widths0 = _conv_widths(model)
+    pruned = deepcopy(model)
+    history, locked = _prune_once(pruned, ratio, cfg, cfg.criterion)
+    macs, params = count_macs(pruned, cfg.imgsz)
+    widths1 = _conv_widths(pruned)
+    layers = {n: [w, widths1.get(n, w)] for n, w in widths0.items() if widths1.get(n, w) != w}
+    return pruned, PruneResult(round(ratio, 4), macs0, macs, params0, params, layers, locked, history)
+
+
 def _conv_widths(model: nn.Module) -> dict[str, int]:
     return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
 
