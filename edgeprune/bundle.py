@@ -97,12 +97,21 @@ def write_bundle(target: Target, dataset: Dataset, files: list[Path], artefact: 
                 shutil.copy2(path, folder / path.name)
         shutil.copyfile(manifest.path, folder / "manifest.json")
         meta = metadata(target, dataset, artefact.name, end2end)
+        export_metrics = manifest.stage("export")["metrics"]
+        guard = export_metrics.get("accuracy_guard")
+        guard_note = [] if not guard else [
+            f"INT8 accuracy guard (budget {guard['max_drop']:.3f} mAP50-95 vs the PyTorch FP32 model "
+            f"{guard['reference_map50_95']:.3f}): kept float_scope={guard['chosen']} "
+            f"({'within' if guard['within_budget'] else 'OVER'} budget); tried "
+            + ", ".join(f"{t['float_scope']}: {t['map50_95']:.4f}" for t in guard["tried"]) + "."]
+        meta["quantization"] = {"accuracy_guard": guard, "tensor_dtypes": export_metrics.get("tensor_dtypes"),
+                                "io_dtypes": export_metrics.get("io_dtypes")}
         meta.update(report=rows, target_profile=asdict(target), device_results=[],
-                    device_estimate=manifest.stage("export")["metrics"].get("device_estimate"),
+                    device_estimate=export_metrics.get("device_estimate"),
                     notes=[f"Evaluated on {dataset.yaml_path} val split with one protocol for every row (letterbox "
                            f"{target.imgsz}, conf 0.001, IoU {IOU_THRESHOLD}, pycocotools COCOeval).",
                            "Host latency: batch 1 on this machine's CPU; it compares stages, it is not the device "
-                           "latency."])
+                           "latency."] + guard_note)
         _render(folder, meta)
     return out
 

@@ -30,6 +30,7 @@ from edgeprune.manifest import Manifest, atomic_write_json, jsonable, sha256_fil
 from edgeprune.models.checkpoint import build_from_yaml, check_classes, load_model, save_model
 from edgeprune.prune.structured import PruneConfig, prune
 from edgeprune.quantize.calibration import calibration_set
+from edgeprune.quantize.guard import export_with_guard
 from edgeprune.targets import Target, load_target
 
 DEFAULT_BASELINE = PROJECT_ROOT / "baselines" / "yolo11n-synth.pt"
@@ -186,7 +187,7 @@ def deploy(req: DeployRequest) -> DeployResult:
     exporter = get_exporter(target.artefact)
     artefact = run_dir / "export" / f"model_{target.precision}{exporter.caps.suffix}"
     export_cfg = {"format": target.artefact, "precision": target.precision, "imgsz": imgsz,
-                  "calibration_images": target.calibration_images}
+                  "calibration_images": target.calibration_images, "max_map_drop": target.max_map_drop}
 
     def export_stage():
         calib = None
@@ -194,8 +195,9 @@ def deploy(req: DeployRequest) -> DeployResult:
             calib = calibration_set(dataset, imgsz, target.calibration_images,
                                     cache=run_dir / "export" / f"calibration_{imgsz}.npy")
         tuned = load_model(tuned_pt)
-        exporter.export(tuned, artefact, imgsz, target.precision, calib)
-        out = artefact_metrics(artefact, dataset, imgsz, req, tuned)
+        reference = metrics["finetune" if "finetune" in metrics else "prune"]["map50_95"]
+        out = export_with_guard(exporter, tuned, artefact, imgsz, target.precision, calib, reference,
+                                target.max_map_drop, lambda path: artefact_metrics(path, dataset, imgsz, req, tuned))
         stats = model_stats(tuned, imgsz)
         out["device_estimate"] = estimate_latency_ms(stats["gflops"], stats["params"],
                                                      activation_elements(tuned, imgsz), target)

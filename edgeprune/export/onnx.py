@@ -41,9 +41,11 @@ class OnnxExporter:
     caps = Capabilities(name="onnx", suffix=".onnx", runtime="onnxruntime", precisions=("fp32", "fp16", "int8"),
                         requires=("onnx", "onnxruntime"),
                         description="ONNX (opset 17, static shape) for ONNX Runtime / TensorRT; INT8 as QDQ (Conv only, "
-                                    "symmetric, per-channel weights)")
+                                    "symmetric, per-channel weights)",
+                        guard_levels=("none", "decode", "head"))
 
-    def export(self, model, out: Path, imgsz: int, precision: str = "fp32", calibration=None) -> Path:
+    def export(self, model, out: Path, imgsz: int, precision: str = "fp32", calibration=None,
+               float_scope: str = "none") -> Path:
         if precision == "fp32":
             return export_fp32(model, imgsz, out)
         if precision == "fp16":
@@ -53,7 +55,7 @@ class OnnxExporter:
 
             with tempfile.TemporaryDirectory(prefix="edgeprune-onnx8-") as tmp:
                 fp32 = export_fp32(model, imgsz, Path(tmp) / "fp32.onnx")
-                return quantize_qdq(fp32, calibration, out)
+                return quantize_qdq(fp32, calibration, out, float_scope)
         raise EdgepruneError(f"onnx export does not support precision {precision!r}", "use fp32, fp16 or int8")
 
 

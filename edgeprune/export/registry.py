@@ -26,6 +26,7 @@ class Capabilities:
     precisions: tuple[str, ...]
     requires: tuple[str, ...]  # import names needed on the host
     description: str
+    guard_levels: tuple[str, ...] = ("none",)  # float_scope values the INT8 accuracy guard may try, in order
 
 
 class Exporter(Protocol):

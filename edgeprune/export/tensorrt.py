@@ -78,15 +78,17 @@ class TensorRTExporter:
     caps = Capabilities(name="tensorrt", suffix=".onnx", runtime="onnxruntime", precisions=("int8", "fp16"),
                         requires=("onnx", "onnxruntime"),
                         description="Jetson: QDQ INT8 ONNX + FP16 ONNX + trtexec command; engine built where "
-                                    "TensorRT imports (host accuracy via ONNX Runtime)")
+                                    "TensorRT imports (host accuracy via ONNX Runtime)",
+                        guard_levels=("none", "decode", "head"))
 
-    def export(self, model, out: Path, imgsz: int, precision: str = "int8", calibration=None) -> Path:
+    def export(self, model, out: Path, imgsz: int, precision: str = "int8", calibration=None,
+               float_scope: str = "none") -> Path:
         folder = out.parent
         fp16 = export_fp16(model, imgsz, folder / "model_fp16.onnx")
         if precision == "int8":
             with tempfile.TemporaryDirectory(prefix="edgeprune-trt-") as tmp:
                 fp32 = export_fp32(model, imgsz, Path(tmp) / "fp32.onnx")
-                quantize_qdq(fp32, calibration, out)
+                quantize_qdq(fp32, calibration, out, float_scope)
             check_for_tensorrt(out)
         elif precision == "fp16":
             out.write_bytes(fp16.read_bytes())

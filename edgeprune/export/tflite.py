@@ -19,6 +19,10 @@ from edgeprune.export.registry import Capabilities, register
 from edgeprune.manifest import atomic_write_bytes
 
 SIGNATURE = "serving_default"
+# ai-edge-quantizer matches op scopes (output tensor names + ";"); litert-torch names tensors by module path.
+DECODE_SCOPES = (r"head\.\w+_\d+;\d+;$", r"DFL_dfl", r"DeployGraph;\d+;$")  # DFL, dist2bbox, sigmoid, concat
+HEAD_OUTPUT_SCOPES = (r"head\.\w+_\d+/torch\.nn\.modules\.container\.Sequential_\d+/torch\.nn\.modules\.conv\.Conv2d_\d+;",)
+FLOAT_SCOPES = {"none": (), "decode": DECODE_SCOPES, "head": DECODE_SCOPES + HEAD_OUTPUT_SCOPES}
 
 
 def convert_fp32(model: torch.nn.Module, imgsz: int, out: Path) -> Path:
@@ -62,15 +66,16 @@ def _input_name(path: Path) -> str:
 class TFLiteExporter:
     caps = Capabilities(name="tflite", suffix=".tflite", runtime="litert", precisions=("int8", "fp32"),
                         requires=("litert_torch", "ai_edge_quantizer", "ai_edge_litert"),
-                        description="LiteRT flatbuffer for Raspberry Pi / Android CPUs (XNNPACK); INT8 via ai-edge-quantizer")
+                        description="LiteRT flatbuffer for Raspberry Pi / Android CPUs (XNNPACK); INT8 via ai-edge-quantizer",
+                        guard_levels=("none", "decode", "head"))
 
-    def export(self, model, out: Path, imgsz: int, precision: str, calibration=None,
-               float_ops: tuple[str, ...] = ()) -> Path:
+    def export(self, model, out: Path, imgsz: int, precision: str, calibration=None, float_scope: str = "none") -> Path:
+        """`float_scope` keeps part of the graph in float32: "decode" (box/score decoding), "head" (+ final convs)."""
         with tempfile.TemporaryDirectory(prefix="edgeprune-tflite-") as tmp:
             fp32 = convert_fp32(model, imgsz, Path(tmp) / "model_fp32.tflite")
             final = fp32
             if precision == "int8":
-                final = quantize_int8(fp32, calibration, Path(tmp) / "model_int8.tflite", float_ops)
+                final = quantize_int8(fp32, calibration, Path(tmp) / "model_int8.tflite", FLOAT_SCOPES[float_scope])
             elif precision != "fp32":
                 raise EdgepruneError(f"tflite export does not support precision {precision!r}", "use int8 or fp32")
             atomic_write_bytes(out, final.read_bytes())

@@ -16,6 +16,21 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.manifest import atomic_write_bytes
 
 QUANTIZED_OPS = ("Conv",)
+# Node-name patterns (torch.onnx names nodes by module path) kept in float per accuracy-guard level.
+FLOAT_NODE_PATTERNS = {
+    "none": (),
+    "decode": (r"/dfl/conv/Conv$",),
+    "head": (r"/dfl/conv/Conv$", r"/(one2one_)?cv[23]\.\d+/(one2one_)?cv[23]\.\d+\.2/Conv$"),
+}
+
+
+def float_nodes(fp32_onnx: Path, float_scope: str) -> list[str]:
+    import re
+
+    import onnx
+
+    patterns = FLOAT_NODE_PATTERNS[float_scope]
+    return [n.name for n in onnx.load(str(fp32_onnx)).graph.node if any(re.search(p, n.name) for p in patterns)]
 
 
 class _Reader:
@@ -28,7 +43,7 @@ class _Reader:
         return next(self.items, None)
 
 
-def quantize_qdq(fp32_onnx: Path, calibration: np.ndarray, out: Path, exclude_nodes: tuple[str, ...] = ()) -> Path:
+def quantize_qdq(fp32_onnx: Path, calibration: np.ndarray, out: Path, float_scope: str = "none") -> Path:
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -44,7 +59,8 @@ def quantize_qdq(fp32_onnx: Path, calibration: np.ndarray, out: Path, exclude_no
         quantize_static(str(prepared), str(quantized), _Reader(input_name, calibration),
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS),
                         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(exclude_nodes),
+                        calibrate_method=CalibrationMethod.MinMax,
+                        nodes_to_exclude=float_nodes(fp32_onnx, float_scope),
                         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
         atomic_write_bytes(out, quantized.read_bytes())
     return out
