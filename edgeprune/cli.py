@@ -68,6 +68,39 @@ def _cmd_validate(args) -> None:
         raise SystemExit(1)
 
 
+def _cmd_prune(args) -> None:
+    from edgeprune.manifest import atomic_write_json
+    from edgeprune.models.checkpoint import load_model, save_model
+    from edgeprune.prune.structured import PruneConfig, prune
+
+    overrides = tuple((k, float(v)) for k, v in (item.split("=") for item in args.override))
+    cfg = PruneConfig(flops_reduction=args.flops, criterion=args.criterion, round_to=args.round_to, imgsz=args.imgsz,
+                      overrides=overrides)
+    pruned, result = prune(load_model(args.model), cfg)
+    out = Path(args.out)
+    save_model(pruned, out, meta={"pruning": result.summary()})
+    atomic_write_json(out.with_suffix(".prune.json"), {"summary": result.summary(), "torch_pruning_history": result.history})
+    print(f"pruned -> {out}: GFLOPs {2 * result.macs_before / 1e9:.3f} -> {2 * result.macs_after / 1e9:.3f} "
+          f"({result.flops_reduction:.0%} fewer), params {result.params_before / 1e6:.2f}M -> {result.params_after / 1e6:.2f}M; "
+          f"{len(result.locked)} layers locked (see {out.with_suffix('.prune.json')})")
+
+
+def _cmd_sensitivity(args) -> None:
+    from edgeprune.data.build import ensure_dataset
+    from edgeprune.manifest import atomic_write_json
+    from edgeprune.models.checkpoint import load_model
+    from edgeprune.prune import sensitivity
+    from edgeprune.prune.structured import PruneConfig
+
+    dataset = ensure_dataset(args.data)
+    drops = sensitivity.scan(load_model(args.model), dataset, PruneConfig(imgsz=args.imgsz), args.ratio, args.limit)
+    out = Path(args.out)
+    atomic_write_json(out.with_suffix(".json"), {"ratio": args.ratio, "map50_95_drop": drops,
+                                                 "suggested_overrides": sensitivity.suggest_overrides(drops, args.ratio)})
+    sensitivity.plot(drops, out.with_suffix(".png"))
+    print(f"sensitivity -> {out.with_suffix('.json')}, {out.with_suffix('.png')}")
+
+
 def _cmd_export_list(args) -> None:
     from edgeprune.export import registry
 
@@ -124,6 +157,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negatives", type=float, default=0.05, help="fraction of images without objects")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_data_coco)
+
+    p = sub.add_parser("prune", help="structured channel pruning of a checkpoint to a FLOPs goal")
+    p.add_argument("--model", required=True)
+    p.add_argument("--flops", type=float, default=0.5, help="fraction of FLOPs to remove")
+    p.add_argument("--criterion", default="l2", choices=("l1", "l2", "bn", "random"))
+    p.add_argument("--round-to", type=int, default=8)
+    p.add_argument("--imgsz", type=int, default=256)
+    p.add_argument("--override", nargs="*", default=[], help="per-layer ratios, e.g. model.9.=0.2 model.22.=0.6")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_prune)
+
+    p = sub.add_parser("sensitivity", help="per-block pruning sensitivity scan (plot + suggested overrides)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", default=DEFAULT_DATA)
+    p.add_argument("--imgsz", type=int, default=256)
+    p.add_argument("--ratio", type=float, default=0.5)
+    p.add_argument("--limit", type=int, default=64, help="val images used per evaluation")
+    p.add_argument("--out", default="runs/sensitivity")
+    p.set_defaults(func=_cmd_sensitivity)
 
     p = sub.add_parser("validate", help="take on-device results (JSON from the bundle's script) into the report")
     p.add_argument("bundle", help="dist/<target>")

@@ -71,3 +71,11 @@ def test_pruned_checkpoint_loads_with_plain_ultralytics(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"params {sum(p.numel() for p in pruned.parameters())}" in out.stdout
+
+
+def test_per_layer_overrides_prune_only_the_named_block():
+    from edgeprune.prune.structured import prune_at_ratio
+
+    cfg = PruneConfig(imgsz=IMGSZ, overrides=(("model.8.", 0.5),))
+    _, result = prune_at_ratio(_model("yolo11n.yaml"), 0.0, cfg)
+    assert result.layers and all(name.startswith("model.8.") for name in result.layers), result.layers

@@ -369,6 +369,8 @@ class LatestFrameCapture:
     def _read(self, cap, connection: _Connection) -> None:
         try:
             connection.outcome = self._read_frames(cap, connection)
+        except Exception as exc:  # e.g. cv2.error from a broken stream: reconnect now rather than after a stall
+            connection.outcome = f"read error ({type(exc).__name__}: {exc})"
         finally:
             cap.release()
             connection.progress.set()

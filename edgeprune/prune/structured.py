@@ -38,6 +38,7 @@ class PruneConfig:
     imgsz: int = 256
     min_channels: int = 8
     tolerance: float = 0.02  # accept |achieved - goal| below this (channel rounding makes FLOPs jumpy)
+    overrides: tuple[tuple[str, float], ...] = ()  # (module-name prefix, fixed ratio): per-layer ratios
     max_trials: int = 6
 
 
@@ -118,6 +119,12 @@ def _out_convs(group) -> list[nn.Module]:
             if isinstance(it.dep.target.module, nn.Conv2d) and it.dep.handler.__name__ == "prune_out_channels"]
 
 
+def _ratio_for(name: str, ratio: float, cfg: PruneConfig) -> float:
+    """The longest matching override prefix wins; otherwise the searched uniform ratio."""
+    matches = [(len(prefix), r) for prefix, r in cfg.overrides if name.startswith(prefix)]
+    return max(matches)[1] if matches else ratio
+
+
 def _keep_count(channels: int, ratio: float, cfg: PruneConfig) -> int:
     keep = math.ceil(channels * (1 - ratio) / cfg.round_to) * cfg.round_to
     return int(min(channels, max(keep, cfg.min_channels)))
@@ -130,7 +137,8 @@ def _prune_once(model: nn.Module, ratio: float, cfg: PruneConfig, criterion: str
     unfuse_split_blocks(model)
     graph, groups, locked, skipped = _groups(model, example)
     conv_to_root = {conv: root for root, g in groups.items() for conv in _out_convs(g)}
-    keep = {root: _keep_count(len(g[0].idxs), ratio, cfg) for root, g in groups.items()}
+    names = {m: n for n, m in model.named_modules()}
+    keep = {root: _keep_count(len(g[0].idxs), _ratio_for(names[root], ratio, cfg), cfg) for root, g in groups.items()}
     for a, b in split_pairs(model):  # both halves keep the same width; a locked half locks the other
         ra, rb = conv_to_root.get(a), conv_to_root.get(b)
         if ra is None or rb is None:
@@ -152,7 +160,7 @@ def _prune_once(model: nn.Module, ratio: float, cfg: PruneConfig, criterion: str
         sub = graph.get_pruning_group(root, handler, idxs)
         if graph.check_pruning_group(sub):
             sub.prune()
-    names = {m: n for n, m in model.named_modules()}
+    names = {m: n for n, m in model.named_modules()}  # after pruning: the same modules, names unchanged
     locked_names = {names[m]: why for m, why in {**locked, **skipped}.items() if m in names}
     history = graph.pruning_history()
     refuse_split_blocks(model)
