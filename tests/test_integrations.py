@@ -123,7 +123,8 @@ def test_frame_validator():
     assert st.frame_problem(np.zeros((0, 0, 3), np.uint8)) == "empty image"
     assert "3-channel" in st.frame_problem(np.zeros((HEIGHT, WIDTH), np.uint8))
     assert "3-channel" in st.frame_problem(good.astype(np.float32))
-    assert st.frame_problem(np.zeros((48, 64, 3), np.uint8), good.shape) == "size 64x48 differs from the stream's 128x96"
+    small = np.zeros((48, 64, 3), np.uint8)
+    assert st.frame_problem(small, good.shape) == "size 64x48 differs from the stream's 128x96"
 
 
 def test_backoff_watchdog_and_endpoints():

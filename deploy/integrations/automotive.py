@@ -34,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import streaming as st  # noqa: E402
 
+STATUSES = ("processed", "skipped", "no_frame", "overrun")
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,7 +98,7 @@ class Watchdog:
             return False
         ratio = self.recent.count(False) / len(self.recent)
         step = 1 if ratio > self.miss_ratio else -1 if ratio <= self.recover_ratio else 0
-        if not 0 <= self.level + step < len(self.ladder) or step == 0:
+        if step == 0 or not 0 <= self.level + step < len(self.ladder):
             return False
         self.level += step
         self.recent.clear()
@@ -220,9 +222,9 @@ def summarize(counts: Counter, latency: st.LatencyStats, changes: list, elapsed:
               deadline_ms: float, watchdog: Watchdog, detectors: list, capture) -> dict:
     decided = counts["processed"] + counts["overrun"]
     return {"source": str(capture.source), "rate_hz": rate, "deadline_ms": deadline_ms,
-            "ticks": sum(counts[s] for s in ("processed", "skipped", "no_frame", "overrun")),
-            **{s: counts[s] for s in ("processed", "skipped", "no_frame", "overrun")},
-            "deadline_misses": counts["missed"], "miss_ratio": round(counts["missed"] / decided, 4) if decided else None,
+            "ticks": sum(counts[s] for s in STATUSES), **{s: counts[s] for s in STATUSES},
+            "deadline_misses": counts["missed"],
+            "miss_ratio": round(counts["missed"] / decided, 4) if decided else None,
             "latency_ms": latency.summary(), "fps": round(counts["processed"] / elapsed, 2) if elapsed > 0 else None,
             "elapsed_s": round(elapsed, 3), "mode": watchdog.mode, "skip_every": watchdog.skip,
             "model": detectors[watchdog.model].meta["model"], "mode_changes": changes, **capture.stats(),

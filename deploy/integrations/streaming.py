@@ -154,7 +154,8 @@ def import_detector_module(bundle: Path):
     """edgeprune_detector from the bundle (where deploy copies it), else from deploy/device beside this folder."""
     for folder in (Path(bundle), DEVICE_DIR):
         if (folder / "edgeprune_detector.py").is_file():
-            sys.path.insert(0, str(folder))
+            if str(folder) not in sys.path:
+                sys.path.insert(0, str(folder))
             return importlib.import_module("edgeprune_detector")
     raise Exit(f"edgeprune_detector.py is neither in {bundle} nor in {DEVICE_DIR}; copy the whole bundle", EXIT_ERROR)
 
@@ -275,7 +276,7 @@ class LatestFrameCapture:
         self.source = source
         self.is_file = isinstance(source, str) and Path(source).is_file()
         self.realtime, self.loop, self.stall_timeout, self.backoff = realtime, loop, stall_timeout, backoff
-        self.frames_read = self.taken = self.dropped = self.corrupt = self.reconnects = 0
+        self.frames_read = self.dropped = self.corrupt = self.reconnects = 0
         self.error: str | None = None
         self._cond = threading.Condition()
         self._slot: Frame | None = None
@@ -300,7 +301,6 @@ class LatestFrameCapture:
             if timeout > 0:
                 self._cond.wait_for(lambda: self._slot is not None or self._ended, timeout)
             frame, self._slot = self._slot, None
-            self.taken += frame is not None
             return frame
 
     def stats(self) -> dict:
