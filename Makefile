@@ -14,13 +14,13 @@ PYTEST_ARGS ?=
 export OMP_NUM_THREADS ?= $(shell nproc)
 export YOLO_OFFLINE := 1
 
-.PHONY: setup deploy test test-fast bench baseline data clean help
+.PHONY: setup deploy test test-fast bench bench-prune bench-stream baseline data emulate clean help
 
 help:
 	@echo "make deploy TARGET=rpi [MODEL=yolo11n.pt] [DATA=datasets/x.yaml]   full pipeline -> dist/<target>/"
 	@echo "make test                                                         unit + end-to-end tests"
 	@echo "make baseline                                                     re-train baselines/yolo11n-synth.pt"
-	@echo "make bench                                                        benchmarks -> bench/*.json, *.md"
+	@echo "make bench / bench-prune / bench-stream                            benchmarks -> bench/*.json, *.md"
 
 setup: $(STAMP)
 
@@ -48,8 +48,18 @@ baseline: setup
 	$(BIN)/edgeprune baseline --model yolo11n.yaml --data datasets/synth.yaml --epochs 60 --imgsz 256 --seed 0 \
 		--out baselines/yolo11n-synth.pt
 
-bench: setup
+bench: setup                       # export artefacts vs Ultralytics' own exports (needs a finished `make deploy`)
 	$(BIN)/python -m edgeprune.bench --out bench
+	$(MAKE) bench-stream
+
+bench-prune: setup                 # params / GFLOPs / ONNX Runtime latency before vs after pruning, 30/50/70 %
+	$(BIN)/python -m edgeprune.bench_prune --out bench
+
+bench-stream: setup                # end-to-end FPS and latency of the drone / automotive loops on the rpi bundle
+	$(BIN)/edgeprune data video --out bench/val.avi
+	$(BIN)/python deploy/integrations/bench_stream.py --bundle $(OUT)/$(TARGET) --video bench/val.avi --seconds 10 \
+		> bench/stream-$(TARGET).json
+	@cat bench/stream-$(TARGET).json
 
 clean:
 	rm -rf runs dist bench .pytest_cache

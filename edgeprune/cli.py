@@ -28,6 +28,14 @@ def _cmd_data_coco(args) -> None:
     print(f"COCO subset -> {yaml_path}: {summary}")
 
 
+def _cmd_data_video(args) -> None:
+    from edgeprune.data.build import ensure_dataset
+    from edgeprune.data.video import write_video
+
+    out = write_video(ensure_dataset(args.data), Path(args.out), fps=args.fps, frames=args.frames)
+    print(f"video -> {out}")
+
+
 def _cmd_baseline(args) -> None:
     from edgeprune.data.build import ensure_dataset
     from edgeprune.finetune.baseline import train_baseline
@@ -148,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_data_synth)
+    p = data.add_parser("video", help="an MJPG video of the val images, for stream benchmarks")
+    p.add_argument("--data", default=DEFAULT_DATA)
+    p.add_argument("--out", default="bench/val.avi")
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--frames", type=int, default=150)
+    p.set_defaults(func=_cmd_data_video)
     p = data.add_parser("coco-subset", help="class-balanced subset of an official COCO layout")
     p.add_argument("--coco-root", required=True, help="folder with annotations/ and train2017/ val2017/")
     p.add_argument("--out", default="datasets/coco-subset")
