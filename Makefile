@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 export OMP_NUM_THREADS ?= $(shell nproc)
 export YOLO_OFFLINE := 1
 
-.PHONY: setup deploy test test-fast bench bench-prune bench-stream baseline data emulate clean help
+.PHONY: setup deploy test test-fast bench bench-prune bench-stream baseline data clean help
 
 help:
 	@echo "make deploy TARGET=rpi [MODEL=yolo11n.pt] [DATA=datasets/x.yaml]   full pipeline -> dist/<target>/"
