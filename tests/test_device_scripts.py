@@ -297,3 +297,26 @@ def test_tflite_integer_io_uses_tensor_quantization():
     y = backend.run(np.array([[0.0, 0.4, 1.0]], np.float32))
     assert backend.interpreter.fed.dtype == np.int8 and backend.interpreter.fed.tolist() == [[-128, -26, 127]]
     assert y.dtype == np.float32 and y.tolist() == [[0.0, 64.0, 127.5]]
+
+
+@pytest.mark.slow
+def test_host_evaluator_and_device_detector_agree(models, tmp_path):
+    """edgeprune.detector (host import) and the evaluator's letterbox/decode/NMS give the same boxes."""
+    from PIL import Image
+
+    from edgeprune import runtimes
+    from edgeprune.data.letterbox import letterbox, to_input
+    from edgeprune.detector import Detector
+    from edgeprune.evaluate.detection import decode
+
+    image = _image(96, 80, seed=5)
+    detector = Detector.from_bundle(make_bundle(tmp_path / "h", models["onnx"]), threads=1, conf=0.01, iou=0.7)
+    device = sorted(detector(image), key=lambda d: -d.score)[:10]
+    boxed, box = letterbox(Image.fromarray(image), IMGSZ)
+    host = decode(runtimes.load(models["onnx"], threads=1).run(to_input([boxed])), conf=0.01, iou=0.7)[0]
+    host[:, :4] = box.to_original(host[:, :4], 96, 80)
+    host = host[np.argsort(-host[:, 4])][:10]
+    assert len(device) == len(host) > 0
+    for d, h in zip(device, host):
+        assert d.class_id == int(h[5]) and abs(d.score - h[4]) < 1e-3
+        assert np.abs(np.subtract((d.x1, d.y1, d.x2, d.y2), h[:4])).max() <= 1.0
