@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 export OMP_NUM_THREADS ?= $(shell nproc)
 export YOLO_OFFLINE := 1
 
-.PHONY: setup deploy test test-fast bench bench-prune bench-stream baseline data clean help
+.PHONY: setup deploy test test-fast bench bench-prune bench-stream bench-control baseline data clean help
 
 help:
 	@echo "make deploy TARGET=rpi [MODEL=yolo11n.pt] [DATA=datasets/x.yaml]   full pipeline -> dist/<target>/"
@@ -51,6 +51,9 @@ baseline: setup
 bench: setup                       # export artefacts vs Ultralytics' own exports (needs a finished `make deploy`)
 	$(BIN)/python -m edgeprune.bench --out bench
 	$(MAKE) bench-stream
+
+bench-control: setup               # unpruned baseline given the same fine-tuning epochs (needs `make deploy`)
+	$(BIN)/python -m edgeprune.bench_control --run-dir runs/$(TARGET) --out bench
 
 bench-prune: setup                 # params / GFLOPs / ONNX Runtime latency before vs after pruning, 30/50/70 %
 	$(BIN)/python -m edgeprune.bench_prune --out bench
