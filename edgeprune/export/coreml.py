@@ -30,6 +30,8 @@ def convert(model: torch.nn.Module, imgsz: int, precision: str, names: dict | No
 
     graph = deploy_graph(model, imgsz)
     example = torch.zeros(1, 3, imgsz, imgsz)
+    with torch.no_grad():
+        graph(example)  # the head caches anchors on its first call; trace the steady state
     traced = torch.jit.trace(graph, example, strict=False)
     mlmodel = ct.convert(
         traced, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16,
