@@ -30,7 +30,6 @@ def _install_font(config_dir: Path) -> None:
 def configure() -> None:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "False")
-    os.environ.setdefault("YOLO_VERBOSE", "False")
     os.environ.setdefault("YOLO_CONFIG_DIR", str(CONFIG_DIR))
     threads = str(os.cpu_count() or 1)
     os.environ.setdefault("OMP_NUM_THREADS", threads)
