@@ -88,7 +88,7 @@ def _render(folder: Path, meta: dict) -> None:
 
 
 def write_bundle(target: Target, dataset: Dataset, files: list[Path], artefact: Path, rows: list[dict],
-                 manifest: Manifest, out: Path, end2end: bool) -> Path:
+                 manifest: Manifest, export_metrics: dict, out: Path, end2end: bool) -> Path:
     with staged_dir(out) as folder:
         for path in files + device_scripts(target.runtime):
             if path.is_dir():
@@ -97,7 +97,6 @@ def write_bundle(target: Target, dataset: Dataset, files: list[Path], artefact: 
                 shutil.copy2(path, folder / path.name)
         shutil.copyfile(manifest.path, folder / "manifest.json")
         meta = metadata(target, dataset, artefact.name, end2end)
-        export_metrics = manifest.stage("export")["metrics"]
         guard = export_metrics.get("accuracy_guard")
         guard_note = [] if not guard else [
             f"INT8 accuracy guard (budget {guard['max_drop']:.3f} mAP50-95 vs the PyTorch FP32 model "

@@ -185,7 +185,8 @@ def deploy(req: DeployRequest) -> DeployResult:
 
     # 4. INT8 export for the target, measured by running the artefact itself
     exporter = get_exporter(target.artefact)
-    artefact = run_dir / "export" / f"model_{target.precision}{exporter.caps.suffix}"
+    export_name = f"export-{target.name}"  # targets may share one run dir's trunk (baseline, prune, fine-tune)
+    artefact = run_dir / export_name / f"model_{target.precision}{exporter.caps.suffix}"
     export_cfg = {"format": target.artefact, "precision": target.precision, "imgsz": imgsz,
                   "calibration_images": target.calibration_images, "max_map_drop": target.max_map_drop}
 
@@ -193,7 +194,7 @@ def deploy(req: DeployRequest) -> DeployResult:
         calib = None
         if target.precision == "int8":
             calib = calibration_set(dataset, imgsz, target.calibration_images,
-                                    cache=run_dir / "export" / f"calibration_{imgsz}.npy")
+                                    cache=run_dir / "calibration" / f"calibration_{imgsz}.npy")
         tuned = load_model(tuned_pt)
         reference = metrics["finetune" if "finetune" in metrics else "prune"]["map50_95"]
         out = export_with_guard(exporter, tuned, artefact, imgsz, target.precision, calib, reference,
@@ -203,7 +204,7 @@ def deploy(req: DeployRequest) -> DeployResult:
                                                      activation_elements(tuned, imgsz), target)
         return out
 
-    metrics["export"] = stages.run("export", export_cfg, {"model": sha256_file(tuned_pt), "data": data_sha},
+    metrics["export"] = stages.run(export_name, export_cfg, {"model": sha256_file(tuned_pt), "data": data_sha},
                                    lambda: export_files(artefact.parent), export_stage)
 
     from edgeprune.bundle import write_bundle
@@ -212,7 +213,7 @@ def deploy(req: DeployRequest) -> DeployResult:
     rows = report_rows(metrics, target, artefact)
     end2end = bool(getattr(load_model(tuned_pt).model[-1], "end2end", False))
     bundle = write_bundle(target, dataset, export_files(artefact.parent), artefact, rows, stages.manifest,
-                          Path(req.out) / target.name, end2end)
+                          metrics["export"], Path(req.out) / target.name, end2end)
     return DeployResult(target, bundle, rows)
 
 

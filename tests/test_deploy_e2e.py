@@ -32,7 +32,7 @@ def test_deploy_interrupt_resume_and_skip(tiny_data, tmp_path, monkeypatch, caps
     run = tmp_path / "run"
     manifest = json.loads((run / "manifest.json").read_text())
     assert set(manifest["stages"]) == {"baseline", "prune", "finetune"}
-    assert not (run / "export" / "model_int8.tflite").exists(), "no half-written artefact under the final name"
+    assert not (run / "export-rpi" / "model_int8.tflite").exists(), "no half-written artefact under the final name"
     assert not (tmp_path / "dist").exists()
 
     monkeypatch.setattr(tflite, "quantize_int8", real_quantize)
@@ -41,7 +41,7 @@ def test_deploy_interrupt_resume_and_skip(tiny_data, tmp_path, monkeypatch, caps
     log = capsys.readouterr().out
     for stage in ("baseline", "prune", "finetune"):
         assert f"[{stage}] up to date, skipped" in log
-    assert "[export] running" in log
+    assert "[export-rpi] running" in log
 
     bundle = result.bundle
     tflite_file = bundle / "model_int8.tflite"
