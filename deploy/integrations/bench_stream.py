@@ -9,6 +9,8 @@ capture, colour conversion, buffering and the detector: what an application on t
 from __future__ import annotations
 
 import argparse
+import gc
+import os
 import json
 import sys
 from pathlib import Path
@@ -34,11 +36,14 @@ def run(bundle_dir: str | Path, video_path: str | Path, seconds: float, rate: fl
     driven = automotive.run(detectors, st.LatestFrameCapture(video, realtime=True, loop=True).start(), [],
                             rate=rate, deadline_ms=1000 / rate, watchdog=automotive.Watchdog(len(detectors)),
                             max_ticks=max(1, round(seconds * rate)))
-    return {"bundle": str(bundle_dir), "video": video, "seconds": seconds, "runtime": detectors[0].runtime,
+    result = {"bundle": str(bundle_dir), "video": video, "seconds": seconds, "runtime": detectors[0].runtime,
             "drone": {**{k: flown[k] for k in KEYS}, "frames_processed": flown["frames_processed"]},
             "automotive": {**{k: driven[k] for k in KEYS}, "rate_hz": rate, "processed": driven["processed"],
                            "deadline_misses": driven["deadline_misses"], "miss_ratio": driven["miss_ratio"],
                            "mode": driven["mode"]}}
+    del detectors  # release the interpreters here, not during interpreter shutdown (LiteRT aborts there)
+    gc.collect()
+    return result
 
 
 @st.cli
@@ -50,8 +55,10 @@ def main(argv=None) -> int:
     p.add_argument("--rate", type=st.positive_float, default=30.0, help="automotive tick rate (default 30)")
     p.add_argument("--threads", type=st.positive_int)
     args = p.parse_args(argv)
-    print(json.dumps(run(args.bundle, args.video, args.seconds, args.rate, args.threads), indent=2))
-    return st.EXIT_OK
+    print(json.dumps(run(args.bundle, args.video, args.seconds, args.rate, args.threads), indent=2), flush=True)
+    # The looped captures leave an OpenCV read thread behind; tearing it down at interpreter exit aborts
+    # the process once LiteRT is loaded, so leave without teardown once the result is written.
+    os._exit(st.EXIT_OK)
 
 
 if __name__ == "__main__":
