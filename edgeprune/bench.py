@@ -41,8 +41,7 @@ def _measure_file(path: Path, dataset, imgsz: int, threads: int, boxes_normalize
     return out
 
 
-def _ultralytics_export(checkpoint: Path, fmt: str, int8: bool, data_yaml: Path, imgsz: int, calib: int,
-                        folder: Path) -> Path:
+def _ultralytics_export(checkpoint: Path, fmt: str, int8: bool, data_yaml: Path, imgsz: int, folder: Path) -> Path:
     from ultralytics import YOLO
 
     local = folder / f"ultra_{fmt}.pt"
@@ -79,8 +78,7 @@ def run(model_path: Path, data: str, imgsz: int, calibration_images: int, thread
         for tool, fmt, precision in ULTRALYTICS:
             start = time.time()
             try:
-                path = _ultralytics_export(checkpoint, fmt, precision == "int8", data_yaml, imgsz, calibration_images,
-                                           tmp)
+                path = _ultralytics_export(checkpoint, fmt, precision == "int8", data_yaml, imgsz, tmp)
                 row = _measure_file(path, dataset, imgsz, threads, fmt != "onnx", limit)
             except Exception as error:  # their exporter failing is itself a result worth reporting
                 row = {"error": f"{type(error).__name__}: {error}"[:300]}

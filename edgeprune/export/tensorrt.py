@@ -10,14 +10,13 @@ arithmetic. An engine is built only when `tensorrt` imports (e.g. on the Jetson 
 from __future__ import annotations
 
 import importlib.util
-import tempfile
 from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.export.onnx import export_fp16, export_fp32
+from edgeprune.export.onnx import OnnxExporter, export_fp16
 from edgeprune.export.registry import Capabilities, register
 from edgeprune.manifest import atomic_write_text
-from edgeprune.quantize.onnx_qdq import qdq_checks, quantize_qdq
+from edgeprune.quantize.onnx_qdq import qdq_checks
 
 # ONNX operators the TensorRT 10 parser supports that YOLO graphs use (TensorRT docs, operators.md).
 TENSORRT_OPS = frozenset({
@@ -86,9 +85,7 @@ class TensorRTExporter:
         folder = out.parent
         fp16 = export_fp16(model, imgsz, folder / "model_fp16.onnx")
         if precision == "int8":
-            with tempfile.TemporaryDirectory(prefix="edgeprune-trt-") as tmp:
-                fp32 = export_fp32(model, imgsz, Path(tmp) / "fp32.onnx")
-                quantize_qdq(fp32, calibration, out, float_scope)
+            OnnxExporter().export(model, out, imgsz, "int8", calibration, float_scope)
             check_for_tensorrt(out)
         elif precision == "fp16":
             out.write_bytes(fp16.read_bytes())

@@ -74,12 +74,13 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig, work_dir: 
     overrides = cfg.overrides(data_yaml, work_dir / "ultralytics")
     weights = (work_dir / "ultralytics" / "weights").resolve()
     last = weights / "last.pt"
-    if last.exists() and 0 < _finished_epochs(last) < cfg.epochs:
-        print(f"resuming interrupted training from {last} (epoch {_finished_epochs(last)} of {cfg.epochs})")
+    done = _finished_epochs(last) if last.exists() else 0
+    if 0 < done < cfg.epochs:
+        print(f"resuming interrupted training from {last} (epoch {done} of {cfg.epochs})")
         overrides["resume"] = str(last)
-    elif last.exists() and _finished_epochs(last) < cfg.epochs:
+    elif last.exists() and done < cfg.epochs:
         last.unlink()
-    if not (last.exists() and _finished_epochs(last) >= cfg.epochs):
+    if done < cfg.epochs:
         trainer = _KeepArchitectureTrainer(overrides=overrides)
         trainer.model_to_train = model
         trainer.train()

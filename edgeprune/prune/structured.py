@@ -130,7 +130,7 @@ def _keep_count(channels: int, ratio: float, cfg: PruneConfig) -> int:
     return int(min(channels, max(keep, cfg.min_channels)))
 
 
-def _prune_once(model: nn.Module, ratio: float, cfg: PruneConfig, criterion: str):
+def _prune_once(model: nn.Module, ratio: float, cfg: PruneConfig):
     """Prune `model` in place with one uniform ratio; returns (history, locked-name map)."""
     model.eval()
     example = torch.zeros(1, 3, cfg.imgsz, cfg.imgsz)
@@ -147,7 +147,7 @@ def _prune_once(model: nn.Module, ratio: float, cfg: PruneConfig, criterion: str
                     keep[r] = len(groups[r][0].idxs)
             continue
         keep[ra] = keep[rb] = max(keep[ra], keep[rb])
-    importance = _importance(criterion)
+    importance = _importance(cfg.criterion)
     plans = []
     for root, group in groups.items():
         channels = len(group[0].idxs)
@@ -173,11 +173,16 @@ def prune_at_ratio(model: nn.Module, ratio: float, cfg: PruneConfig) -> tuple[nn
     macs0, params0 = count_macs(model, cfg.imgsz)
     widths0 = _conv_widths(model)
     pruned = deepcopy(model)
-    history, locked = _prune_once(pruned, ratio, cfg, cfg.criterion)
+    history, locked = _prune_once(pruned, ratio, cfg)
     macs, params = count_macs(pruned, cfg.imgsz)
+    return pruned, _result(pruned, ratio, macs0, params0, widths0, macs, params, locked, history)
+
+
+def _result(pruned: nn.Module, ratio: float, macs0: int, params0: int, widths0: dict[str, int], macs: int,
+            params: int, locked: dict[str, str], history: list) -> PruneResult:
     widths1 = _conv_widths(pruned)
     layers = {n: [w, widths1.get(n, w)] for n, w in widths0.items() if widths1.get(n, w) != w}
-    return pruned, PruneResult(round(ratio, 4), macs0, macs, params0, params, layers, locked, history)
+    return PruneResult(round(ratio, 4), macs0, macs, params0, params, layers, locked, history)
 
 
 def _conv_widths(model: nn.Module) -> dict[str, int]:
@@ -193,7 +198,7 @@ def prune(model: nn.Module, cfg: PruneConfig) -> tuple[nn.Module, PruneResult]:
 
     def trial(ratio: float):
         candidate = deepcopy(model)
-        history, locked = _prune_once(candidate, ratio, cfg, cfg.criterion)
+        history, locked = _prune_once(candidate, ratio, cfg)
         macs, params = count_macs(candidate, cfg.imgsz)
         return candidate, history, locked, macs, params
 
@@ -213,6 +218,4 @@ def prune(model: nn.Module, cfg: PruneConfig) -> tuple[nn.Module, PruneResult]:
                 break
             lo, hi = (mid, hi) if kept > goal else (lo, mid)
     pruned, history, locked, macs, params, ratio = best
-    widths1 = _conv_widths(pruned)
-    layers = {n: [w, widths1.get(n, w)] for n, w in widths0.items() if widths1.get(n, w) != w}
-    return pruned, PruneResult(round(ratio, 4), macs0, macs, params0, params, layers, locked, history)
+    return pruned, _result(pruned, ratio, macs0, params0, widths0, macs, params, locked, history)
