@@ -14,10 +14,11 @@ PYTEST_ARGS ?=
 export OMP_NUM_THREADS ?= $(shell nproc)
 export YOLO_OFFLINE := 1
 
-.PHONY: setup deploy test test-fast bench bench-prune bench-stream bench-control baseline data clean help
+.PHONY: setup deploy emulate emulate-tools test test-fast bench bench-prune bench-stream bench-control baseline data clean help
 
 help:
 	@echo "make deploy TARGET=rpi [MODEL=yolo11n.pt] [DATA=datasets/x.yaml]   full pipeline -> dist/<target>/"
+	@echo "make emulate TARGET=rpi                                           bundle's script on qemu's ARM CPU, outputs vs host"
 	@echo "make test                                                         unit + end-to-end tests"
 	@echo "make baseline                                                     re-train baselines/yolo11n-synth.pt"
 	@echo "make bench / bench-prune / bench-stream                            benchmarks -> bench/*.json, *.md"
@@ -37,6 +38,17 @@ data: setup
 deploy: setup
 	$(BIN)/edgeprune deploy --target $(TARGET) --data $(DATA) --out $(OUT) \
 		$(if $(MODEL),--model $(MODEL)) $(if $(EPOCHS),--epochs $(EPOCHS))
+
+emulate: setup emulate-tools      # the bundle's own validation script on qemu's ARM CPU, checked against the host
+	@test -f $(OUT)/$(TARGET)/metadata.json || $(MAKE) deploy TARGET=$(TARGET)
+	$(BIN)/edgeprune emulate --target $(TARGET) --bundle $(OUT)/$(TARGET)
+
+emulate-tools:                      # qemu-user-static + mmdebstrap from the distribution (root installs them)
+	@command -v qemu-aarch64-static >/dev/null && command -v mmdebstrap >/dev/null || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static mmdebstrap; \
+	else echo "emulation needs qemu-user-static and mmdebstrap: sudo apt-get install qemu-user-static mmdebstrap"; \
+		exit 2; fi
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

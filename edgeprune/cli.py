@@ -76,6 +76,21 @@ def _cmd_validate(args) -> None:
         raise SystemExit(1)
 
 
+def _cmd_emulate(args) -> None:
+    from edgeprune.data.build import ensure_dataset
+    from edgeprune.emulate import emulate, summary
+    from edgeprune.targets import load_target
+
+    target = load_target(args.target)
+    images = [Path(p) for p in args.images] if args.images else list(ensure_dataset(args.data).val_images[:args.count])
+    bundle = Path(args.bundle or f"dist/{target.name}")
+    report = emulate(bundle, target, images, Path(args.out or f"runs/emulate/{target.name}"), qemu_cpu=args.qemu_cpu)
+    print(summary(report))
+    print(f"report: {Path(args.out or f'runs/emulate/{target.name}') / 'report.json'}")
+    if not report["pass"]:
+        raise SystemExit(1)
+
+
 def _cmd_prune(args) -> None:
     from edgeprune.manifest import atomic_write_json
     from edgeprune.models.checkpoint import load_model, save_model
@@ -195,6 +210,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", help="dist/<target>")
     p.add_argument("--results", required=True, help="JSON written by validate_*.py --out on the device")
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("emulate", help="run a bundle's validation script on an emulated ARM CPU (qemu) and "
+                                       "check its outputs against the host's")
+    p.add_argument("--target", default="rpi", help="target profile (its emulation section picks CPU and policy)")
+    p.add_argument("--bundle", help="bundle folder (default dist/<target>)")
+    p.add_argument("--data", default=DEFAULT_DATA, help="dataset whose val images are compared")
+    p.add_argument("--count", type=int, default=8, help="val images compared (default 8)")
+    p.add_argument("--images", nargs="+", help="compare on these images instead")
+    p.add_argument("--qemu-cpu", help="override the profile's qemu CPU model (e.g. to see 'max' fail)")
+    p.add_argument("--out", help="report folder (default runs/emulate/<target>)")
+    p.set_defaults(func=_cmd_emulate)
 
     p = sub.add_parser("export", help="export formats").add_subparsers(dest="export_command", required=True)
     p.add_parser("list", help="registered exporters and their capabilities").set_defaults(func=_cmd_export_list)

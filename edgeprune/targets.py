@@ -36,6 +36,21 @@ class Validation:
     threads: int = 4
 
 
+EMULATION_POLICIES = ("bit-exact", "pre-post")
+
+
+@dataclass(frozen=True)
+class Emulation:
+    """How `make emulate` runs the bundle on an emulated ARM CPU (deploy/emulate/README.md)."""
+    qemu_cpu: str = ""  # qemu's CPU model; empty: the target cannot be emulated (x86 host, iOS)
+    outputs: str = "bit-exact"  # bit-exact: all outputs equal the host's; pre-post: pre/post-processing only
+
+    def __post_init__(self):
+        if self.outputs not in EMULATION_POLICIES:
+            raise EdgepruneError(f"emulation outputs {self.outputs!r} is not one of {EMULATION_POLICIES}",
+                                 "edit the target profile's emulation section")
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
@@ -55,6 +70,7 @@ class Target:
     max_map_drop: float = 0.01  # allowed mAP50-95 loss of the INT8 artefact vs its FP32 model
     hardware: Hardware = field(default_factory=Hardware)
     validation: Validation = field(default_factory=Validation)
+    emulation: Emulation = field(default_factory=Emulation)
 
     def __post_init__(self):
         problems = []
@@ -97,6 +113,7 @@ def load_target(name: str, folder: Path = TARGETS_DIR, **overrides) -> Target:
     _strict(Target, body, where)
     body["hardware"] = Hardware(**_strict(Hardware, body.get("hardware") or {}, f"{where} (hardware)"))
     body["validation"] = Validation(**_strict(Validation, body.get("validation") or {}, f"{where} (validation)"))
+    body["emulation"] = Emulation(**_strict(Emulation, body.get("emulation") or {}, f"{where} (emulation)"))
     body.setdefault("name", path.stem)
     body.update({k: v for k, v in overrides.items() if v is not None})
     try:

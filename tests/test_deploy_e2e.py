@@ -64,6 +64,23 @@ def test_deploy_interrupt_resume_and_skip(tiny_data, tmp_path, monkeypatch, caps
     deploy(_request(tiny_data, tmp_path))
     assert capsys.readouterr().out.count("up to date, skipped") == 4
 
+    _emulated_outputs_are_bit_exact(bundle, tiny_data, tmp_path)
+
+
+def _emulated_outputs_are_bit_exact(bundle, tiny_data, tmp_path):
+    """The bundle's own validate_tflite.py on qemu's Cortex-A76 (the Pi 5's CPU) computes the host's INT8 bits."""
+    from test_emulate import needs_qemu
+
+    if needs_qemu.args[0]:
+        pytest.skip(needs_qemu.kwargs["reason"])
+    from edgeprune.data.dataset import load_dataset
+    from edgeprune.emulate import emulate
+    from edgeprune.targets import load_target
+
+    report = emulate(bundle, load_target("rpi"), list(load_dataset(tiny_data).val_images[:4]), tmp_path / "emulate")
+    assert report["pass"] and report["policy"] == "bit-exact", report["checks"]
+    assert report["emulated_device"]["machine"] == "aarch64" and report["qemu_cpu"] == "cortex-a76"
+
 
 def _cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "edgeprune.cli", *args], capture_output=True, text=True,

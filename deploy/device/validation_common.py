@@ -70,7 +70,14 @@ def parser(description: str, script: str) -> argparse.ArgumentParser:
                    help="percentile compared with the budget (default: metadata latency_budget.percentile)")
     p.add_argument("--budget-on", choices=("end_to_end", "infer"), default="end_to_end",
                    help="which latency the budget applies to (default end_to_end: what the application sees)")
-    p.add_argument("--image", type=Path, help=f"test image (default: seeded random {FRAME_W}x{FRAME_H} RGB)")
+    p.add_argument("--image", type=Path, nargs="+",
+                   help=f"test image(s); timing uses the first (default: seeded random {FRAME_W}x{FRAME_H} RGB)")
+    p.add_argument("--dump-outputs", type=Path, metavar="NPZ",
+                   help="also write each image's model input, raw output and detections, for cross-checks "
+                        "(host vs emulated device, runtime vs runtime)")
+    p.add_argument("--postprocess-from", type=Path, metavar="NPZ",
+                   help="with --dump-outputs: decode another run's raw outputs here too, to check this "
+                        "machine's post-processing on its own")
     p.add_argument("--dry-run", action="store_true",
                    help=f"at most {DRY_RUN_RUNS} runs, never fails on the budget: checks the script on a host")
     return p
@@ -103,14 +110,22 @@ def verify(args) -> dict:
 
 def open_detector(args, runtime: str, **backend_options) -> Detector:
     """A verified detector (exit 3 on a tampered model happens here, before any timing)."""
+    if args.postprocess_from and not args.dump_outputs:
+        raise ValueError("--postprocess-from needs --dump-outputs (the decoded detections are written there)")
     return Detector.from_bundle(args.bundle, runtime=runtime, threads=args.threads, **backend_options)
 
 
-def input_image(args) -> tuple[np.ndarray, str]:
+def input_images(args) -> list[tuple[np.ndarray, str]]:
     if args.image:
-        return load_image(args.image), str(args.image)
+        return [(load_image(path), str(path)) for path in args.image]
     rng = np.random.default_rng(FRAME_SEED)
-    return rng.integers(0, 256, (FRAME_H, FRAME_W, 3), dtype=np.uint8), f"random {FRAME_W}x{FRAME_H} seed {FRAME_SEED}"
+    frame = rng.integers(0, 256, (FRAME_H, FRAME_W, 3), dtype=np.uint8)
+    return [(frame, f"random {FRAME_W}x{FRAME_H} seed {FRAME_SEED}")]
+
+
+def input_image(args) -> tuple[np.ndarray, str]:
+    """The image that is timed."""
+    return input_images(args)[0]
 
 
 def run_counts(args) -> tuple[int, int]:
@@ -179,6 +194,40 @@ def write_json(path: Path, data: dict) -> None:
         raise
 
 
+def detections_array(detections) -> np.ndarray:
+    """(n, 6) float64 rows x1 y1 x2 y2 score class: what two machines must agree on."""
+    rows = [(d.x1, d.y1, d.x2, d.y2, d.score, d.class_id) for d in detections]
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 6)
+
+
+def dump_outputs(args, detector: Detector) -> None:
+    """Per image i: `i/input` (model input), `i/raw` (model output), `i/detections`; with --postprocess-from,
+    `i/detections_from_reference` decodes the other run's raw output on this machine."""
+    reference = np.load(args.postprocess_from) if args.postprocess_from else None
+    arrays = {}
+    for i, (image, label) in enumerate(input_images(args)):
+        size = (image.shape[1], image.shape[0])
+        x, box = detector.preprocess(image)
+        raw = detector.infer(x)
+        arrays.update({f"{i}/input": x, f"{i}/raw": raw,
+                       f"{i}/detections": detections_array(detector.postprocess(raw, box, size))})
+        if reference is not None:
+            if f"{i}/raw" not in reference:
+                raise ValueError(f"{args.postprocess_from} has no raw output for image {i} ({label})")
+            decoded = detector.postprocess(reference[f"{i}/raw"], box, size)
+            arrays[f"{i}/detections_from_reference"] = detections_array(decoded)
+    path = Path(args.dump_outputs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def report(args, detector: Detector, times: dict, detections: int, image_label: str, runtime: str | None = None,
            extra: dict | None = None) -> int:
     """Write the JSON report, print one summary line and return the exit code."""
@@ -193,6 +242,8 @@ def report(args, detector: Detector, times: dict, detections: int, image_label: 
             "budget": verdict, "dry_run": args.dry_run, "timestamp": datetime.now(timezone.utc).isoformat(),
             **(extra or {})}
     write_json(args.out, data)
+    if args.dump_outputs:
+        dump_outputs(args, detector)
     print(summary_line(data, args.out))
     if args.dry_run or verdict["pass"]:
         return EXIT_OK
