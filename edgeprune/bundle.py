@@ -102,7 +102,8 @@ def write_bundle(target: Target, dataset: Dataset, files: list[Path], artefact: 
             f"INT8 accuracy guard (budget {guard['max_drop']:.3f} mAP50-95 vs the PyTorch FP32 model "
             f"{guard['reference_map50_95']:.3f}): kept float_scope={guard['chosen']} "
             f"({'within' if guard['within_budget'] else 'OVER'} budget); tried "
-            + ", ".join(f"{t['float_scope']}: {t['map50_95']:.4f}" for t in guard["tried"]) + "."]
+            + ", ".join(f"{t['float_scope']}: " + ("failed" if t["map50_95"] is None else f"{t['map50_95']:.4f}")
+                        for t in guard["tried"]) + "."]
         meta["quantization"] = {"accuracy_guard": guard, "tensor_dtypes": export_metrics.get("tensor_dtypes"),
                                 "io_dtypes": export_metrics.get("io_dtypes")}
         meta.update(report=rows, target_profile=asdict(target), device_results=[],

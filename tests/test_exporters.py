@@ -28,6 +28,42 @@ def model():
     return DetectionModel("yolo11n.yaml", nc=6, verbose=False).eval()
 
 
+def test_qdq_guard_levels_parse_and_reject_unknown():
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.quantize.onnx_qdq import parse_level
+
+    assert parse_level("head") == ("head", "minmax")
+    assert parse_level("head/percentile") == ("head", "percentile")
+    for level in registry.get_exporter("tensorrt").caps.guard_levels:
+        parse_level(level)
+    with pytest.raises(EdgepruneError, match="unknown INT8 guard level"):
+        parse_level("head/entropy")
+
+
+def test_percentile_calibration_clips_outliers_that_minmax_keeps(model, tmp_path):
+    """One outlier value sets the min/max input scale; the 99.999th percentile ignores it."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgeprune.export.onnx import export_fp32
+    from edgeprune.quantize.onnx_qdq import quantize_qdq
+    from test_device_scripts import _informative  # random init leaves constant tensors a histogram cannot bin
+
+    model = _informative(model)
+    calib = np.random.default_rng(0).random((16, 3, IMGSZ, IMGSZ), dtype=np.float32) * 0.2
+    calib[0, 0, 0, 0] = 1.0  # one saturated value among ~200k (below 1e-5)
+    fp32 = export_fp32(model, IMGSZ, tmp_path / "fp32.onnx")
+
+    def input_scale(level):
+        out = quantize_qdq(fp32, calib, tmp_path / f"{level.replace('/', '_')}.onnx", level)
+        graph = onnx.load(str(out)).graph
+        inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        first_q = next(n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == graph.input[0].name)
+        return float(inits[first_q.input[1]])
+
+    assert input_scale("head/percentile") < 0.5 * input_scale("head")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name, precision", [("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"),
                                              ("tensorrt", "int8")])

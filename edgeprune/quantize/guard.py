@@ -3,7 +3,9 @@
 Levels, tried in order and stopped at the first within the target's budget (max_map_drop of
 mAP50-95 against the same model in PyTorch FP32): everything INT8; box/score decoding in float
 (DFL softmax and integral, dist2bbox, sigmoid: tiny compute, large quantization error); plus the
-head's final box/class convolutions. If none fits, the most accurate candidate is kept and the
+head's final box/class convolutions; for ONNX/TensorRT, that again with percentile instead of
+min/max activation ranges. A level that cannot be built (e.g. percentile histograms of a constant
+tensor) is recorded as failed and skipped. If none fits, the most accurate candidate is kept and the
 report says the budget was missed. Every candidate is measured by running the exported file.
 """
 
@@ -17,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgeprune.errors import EdgepruneError
+
 
 def export_with_guard(exporter, model: torch.nn.Module, artefact: Path, imgsz: int, precision: str,
                       calibration: np.ndarray | None, reference_map: float, max_drop: float,
@@ -29,7 +33,14 @@ def export_with_guard(exporter, model: torch.nn.Module, artefact: Path, imgsz: i
             folder = Path(tmp) / level
             folder.mkdir()
             kwargs = {"float_scope": level} if len(exporter.caps.guard_levels) > 1 else {}
-            exporter.export(model, folder / artefact.name, imgsz, precision, calibration, **kwargs)
+            try:
+                exporter.export(model, folder / artefact.name, imgsz, precision, calibration, **kwargs)
+            except EdgepruneError as error:
+                if level == levels[0]:
+                    raise
+                tried.append({"float_scope": level, "map50_95": None, "drop": None, "failed": error.problem})
+                print(f"  INT8 guard: float_scope={level}: skipped ({error.problem})")
+                continue
             metrics = measure(folder / artefact.name)
             drop = round(reference_map - metrics["map50_95"], 4)
             tried.append({"float_scope": level, "map50_95": metrics["map50_95"], "drop": drop})

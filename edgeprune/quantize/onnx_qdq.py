@@ -22,6 +22,21 @@ FLOAT_NODE_PATTERNS = {
     "decode": (r"/dfl/conv/Conv$",),
     "head": (r"/dfl/conv/Conv$", r"/(one2one_)?cv[23]\.\d+/(one2one_)?cv[23]\.\d+\.2/Conv$"),
 }
+# Activation-range calibration. Min/max lets one outlier pixel stretch a tensor's scale; the 99.999th
+# percentile of |activation| clips those few and keeps resolution for the rest (measured on the Jetson
+# model with decode + head outputs in float: min/max 0.454, percentile 0.458 vs FP32 0.467 mAP50-95).
+CALIBRATION_METHODS = ("minmax", "percentile")
+PERCENTILE = 99.999
+
+
+def parse_level(level: str) -> tuple[str, str]:
+    """A guard level is "<float_scope>" or "<float_scope>/<calibration method>" (default minmax)."""
+    scope, _, method = level.partition("/")
+    method = method or "minmax"
+    if scope not in FLOAT_NODE_PATTERNS or method not in CALIBRATION_METHODS:
+        raise EdgepruneError(f"unknown INT8 guard level {level!r}",
+                             f"use <{'|'.join(FLOAT_NODE_PATTERNS)}>[/<{'|'.join(CALIBRATION_METHODS)}>]")
+    return scope, method
 
 
 def float_nodes(fp32_onnx: Path, float_scope: str) -> list[str]:
@@ -44,26 +59,40 @@ class _Reader:
 
 
 def quantize_qdq(fp32_onnx: Path, calibration: np.ndarray, out: Path, float_scope: str = "none") -> Path:
+    """`float_scope` is a guard level: which nodes stay float, optionally "/percentile" calibration."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if calibration is None or len(calibration) == 0:
         raise EdgepruneError("INT8 export needs calibration images, but the calibration set is empty",
                              "point DATA at a dataset whose train split has images, or raise calibration_images")
+    scope, method = parse_level(float_scope)
     input_name = onnx.load(str(fp32_onnx)).graph.input[0].name
+    ranges = ({"calibrate_method": CalibrationMethod.Percentile, "extra": {"CalibPercentile": PERCENTILE}}
+              if method == "percentile" else {"calibrate_method": CalibrationMethod.MinMax, "extra": {}})
     with tempfile.TemporaryDirectory(prefix="edgeprune-qdq-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
         quantized = Path(tmp) / "qdq.onnx"
-        quantize_static(str(prepared), str(quantized), _Reader(input_name, calibration),
-                        quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS),
-                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax,
-                        nodes_to_exclude=float_nodes(fp32_onnx, float_scope),
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+        try:
+            _quantize(prepared, quantized, _Reader(input_name, calibration), ranges, float_nodes(fp32_onnx, scope))
+        except ValueError as error:  # percentile histograms cannot bin a constant tensor
+            raise EdgepruneError(f"INT8 calibration ({method}) failed: {error}",
+                                 "use another guard level (min/max calibration)") from None
         atomic_write_bytes(out, quantized.read_bytes())
     return out
+
+
+def _quantize(prepared: Path, quantized: Path, reader, ranges: dict, exclude: list[str]) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    quantize_static(str(prepared), str(quantized), reader,
+                    quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS),
+                    per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=ranges["calibrate_method"],
+                    nodes_to_exclude=exclude,
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, **ranges["extra"]})
 
 
 def qdq_checks(path: Path) -> dict:
