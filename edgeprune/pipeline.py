@@ -188,7 +188,8 @@ def deploy(req: DeployRequest) -> DeployResult:
     export_name = f"export-{target.name}"  # targets may share one run dir's trunk (baseline, prune, fine-tune)
     artefact = run_dir / export_name / f"model_{target.precision}{exporter.caps.suffix}"
     export_cfg = {"format": target.artefact, "precision": target.precision, "imgsz": imgsz,
-                  "calibration_images": target.calibration_images, "max_map_drop": target.max_map_drop}
+                  "calibration_images": target.calibration_images, "max_map_drop": target.max_map_drop,
+                  "guard_levels": list(exporter.caps.guard_levels)}  # a new guard level re-runs the export
 
     def export_stage():
         calib = None
