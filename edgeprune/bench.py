@@ -27,6 +27,7 @@ from edgeprune.manifest import atomic_write_json, atomic_write_text, tool_versio
 from edgeprune.models.checkpoint import load_model, save_model
 from edgeprune.pipeline import DEFAULT_BASELINE
 from edgeprune.quantize.calibration import calibration_set
+from edgeprune.quantize.guard import export_with_guard
 
 OURS = (("edgeprune", "tflite", "int8"), ("edgeprune", "tflite", "fp32"), ("edgeprune", "onnx", "int8"),
         ("edgeprune", "onnx", "fp32"))
@@ -53,7 +54,7 @@ def _ultralytics_export(checkpoint: Path, fmt: str, int8: bool, data_yaml: Path,
 
 
 def run(model_path: Path, data: str, imgsz: int, calibration_images: int, threads: int, out: Path,
-        limit: int | None = None) -> dict:
+        limit: int | None = None, max_drop: float = 0.01) -> dict:
     torch.set_num_threads(threads)
     dataset = ensure_dataset(data)
     model = load_model(model_path)
@@ -69,8 +70,12 @@ def run(model_path: Path, data: str, imgsz: int, calibration_images: int, thread
             exporter = get_exporter(fmt)
             path = tmp / f"ours_{precision}{exporter.caps.suffix}"
             start = time.time()
-            exporter.export(model, path, imgsz, precision, calib if precision == "int8" else None)
-            row = _measure_file(path, dataset, imgsz, threads, True, limit)
+            if precision == "int8":  # what a bundle ships: the accuracy guard's choice, measured on the file
+                row = export_with_guard(exporter, model, path, imgsz, precision, calib, reference["map50_95"],
+                                        max_drop, lambda f: _measure_file(f, dataset, imgsz, threads, True, limit))
+            else:
+                exporter.export(model, path, imgsz, precision, None)
+                row = _measure_file(path, dataset, imgsz, threads, True, limit)
             rows.append({"tool": tool, "format": fmt, "precision": precision, "export_s": round(time.time() - start, 1),
                          **row})
         checkpoint = save_model(model, tmp / "model.pt")
@@ -96,15 +101,15 @@ def run(model_path: Path, data: str, imgsz: int, calibration_images: int, thread
 
 def markdown(result: dict) -> str:
     lines = [f"# Export benchmark — {result['model']} @ {result['imgsz']} px, {result['threads']} threads", "",
-             "| tool | format | precision | mAP50-95 | mAP50 | retention vs PyTorch FP32 | host p50 ms | size MB |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| tool | format | precision | mAP50-95 | mAP50 | retention vs PyTorch FP32 | host p50 ms | size MB "
+             "| kept in float (INT8 guard) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         if "error" in r:
-            lines.append(f"| {r['tool']} | {r['format']} | {r['precision']} | failed: {r['error']} | | | | |")
+            lines.append(f"| {r['tool']} | {r['format']} | {r['precision']} | failed: {r['error']} | | | | | |")
             continue
         lines.append(f"| {r['tool']} | {r['format']} | {r['precision']} | {r['map50_95']:.3f} | {r['map50']:.3f} | "
                      f"{r.get('map_retention') or 0:.1%} | {r['latency']['p50_ms']:.2f} | "
-                     f"{r['size_bytes'] / 1e6:.2f} |")
+                     f"{r['size_bytes'] / 1e6:.2f} | {r.get('accuracy_guard', {}).get('chosen', '')} |")
     lines += ["", "Same evaluator (letterbox, NMS, pycocotools) and timing harness (batch 1) for every row; "
               "host CPU timings, not device latencies.", ""]
     return "\n".join(lines)

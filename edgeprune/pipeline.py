@@ -7,6 +7,7 @@ outputs are intact, is skipped, so a re-run after a crash or Ctrl-C redoes only 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -91,6 +92,14 @@ class Stages:
         entry = self.manifest.record(name, config, inputs, outputs, metrics, time.time() - start)
         print(f"[{name}] done in {entry['wall_s']:.0f} s")
         return metrics
+
+
+def source_hash(*subpackages: str) -> str:
+    """sha256 of edgeprune's own sources in these subpackages: a stage whose code changed is not up to date."""
+    digest = hashlib.sha256()
+    for path in sorted(f for name in subpackages for f in (Path(__file__).parent / name).glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _torch_metrics(model: torch.nn.Module, dataset: Dataset, imgsz: int, req: DeployRequest, desc: str) -> dict:
@@ -189,7 +198,8 @@ def deploy(req: DeployRequest) -> DeployResult:
     artefact = run_dir / export_name / f"model_{target.precision}{exporter.caps.suffix}"
     export_cfg = {"format": target.artefact, "precision": target.precision, "imgsz": imgsz,
                   "calibration_images": target.calibration_images, "max_map_drop": target.max_map_drop,
-                  "guard_levels": list(exporter.caps.guard_levels)}  # a new guard level re-runs the export
+                  "guard_levels": list(exporter.caps.guard_levels),
+                  "code": source_hash("export", "quantize")}  # changed export/quantization code re-runs the export
 
     def export_stage():
         calib = None
