@@ -9,6 +9,7 @@ from pathlib import Path
 from edgeprune.errors import EdgepruneError
 
 DEFAULT_DATA = "datasets/synth.yaml"
+PRUNE_CRITERIA = ("l1", "l2", "bn", "taylor", "random")  # = prune.structured.CRITERIA (kept literal: a light --help)
 
 
 def _cmd_data_synth(args) -> None:
@@ -93,19 +94,61 @@ def _cmd_emulate(args) -> None:
 
 def _cmd_prune(args) -> None:
     from edgeprune.manifest import atomic_write_json
-    from edgeprune.models.checkpoint import load_model, save_model
+    from edgeprune.models.checkpoint import check_classes, load_model, save_model
     from edgeprune.prune.structured import PruneConfig, prune
 
     overrides = tuple((k, float(v)) for k, v in (item.split("=") for item in args.override))
     cfg = PruneConfig(flops_reduction=args.flops, criterion=args.criterion, round_to=args.round_to, imgsz=args.imgsz,
-                      overrides=overrides)
-    pruned, result = prune(load_model(args.model), cfg)
+                      overrides=overrides, global_ranking=args.global_ranking)
+    model = load_model(args.model)
+    batches = None
+    if args.data:  # labelled images for loss-based criteria (taylor)
+        from edgeprune.data.batches import loss_batches
+        from edgeprune.data.build import ensure_dataset
+
+        dataset = ensure_dataset(args.data)
+        check_classes(model, dataset.names, args.model, args.data)
+        batches = loss_batches(dataset, args.imgsz, args.loss_images)
+    pruned, result = prune(model, cfg, batches=batches)
     out = Path(args.out)
     save_model(pruned, out, meta={"pruning": result.summary()})
-    atomic_write_json(out.with_suffix(".prune.json"), {"summary": result.summary(), "torch_pruning_history": result.history})
+    atomic_write_json(out.with_suffix(".prune.json"), {"summary": result.summary(),
+                                                       "kept_channels": result.replay_record(),
+                                                       "torch_pruning_history": result.history})
     print(f"pruned -> {out}: GFLOPs {2 * result.macs_before / 1e9:.3f} -> {2 * result.macs_after / 1e9:.3f} "
           f"({result.flops_reduction:.0%} fewer), params {result.params_before / 1e6:.2f}M -> {result.params_after / 1e6:.2f}M; "
           f"{len(result.locked)} layers locked (see {out.with_suffix('.prune.json')})")
+
+
+def _cmd_finetune(args) -> None:
+    from dataclasses import asdict
+
+    from edgeprune.data.build import ensure_dataset
+    from edgeprune.evaluate.detection import evaluate_model
+    from edgeprune.finetune.trainer import TrainConfig, train
+    from edgeprune.models.checkpoint import check_classes, load_model, param_count, save_model
+
+    dataset = ensure_dataset(args.data)
+    model = load_model(args.model)
+    check_classes(model, dataset.names, args.model, args.data)
+    teacher = None
+    if args.teacher:
+        teacher = load_model(args.teacher)
+        check_classes(teacher, dataset.names, args.teacher, args.data)
+    cfg = TrainConfig(epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, lr0=args.lr0, seed=args.seed,
+                      warmup_epochs=0.0, close_mosaic=max(1, args.epochs // 3),  # the deploy pipeline's recipe
+                      distill_weight=args.distill_weight if teacher is not None else 0.0,
+                      distill_temperature=args.temperature)
+    out = Path(args.out)
+    work_dir = Path(args.work_dir) if args.work_dir else out.parent / f"{out.stem}-train"
+    before = evaluate_model(model, dataset, args.imgsz, desc="eval input")["map50_95"]
+    tuned = train(model, dataset, cfg, work_dir, teacher=teacher)
+    tuned.names = dict(enumerate(dataset.names))
+    save_model(tuned, out, meta={"finetune": asdict(cfg), "teacher": args.teacher})
+    after = evaluate_model(tuned, dataset, args.imgsz, desc="eval fine-tuned")["map50_95"]
+    print(f"fine-tuned -> {out}: mAP50-95 {before:.3f} -> {after:.3f}, params {param_count(tuned) / 1e6:.2f}M "
+          f"(unchanged), {args.epochs} epochs" + (f", distilled from {args.teacher}" if teacher is not None else "")
+          + f"; Ultralytics run in {work_dir}")
 
 
 def _cmd_sensitivity(args) -> None:
@@ -190,12 +233,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="structured channel pruning of a checkpoint to a FLOPs goal")
     p.add_argument("--model", required=True)
     p.add_argument("--flops", type=float, default=0.5, help="fraction of FLOPs to remove")
-    p.add_argument("--criterion", default="l2", choices=("l1", "l2", "bn", "random"))
+    p.add_argument("--criterion", default="l2", choices=PRUNE_CRITERIA,
+                   help="channel importance; taylor uses detection-loss gradients and needs --data")
+    p.add_argument("--global", dest="global_ranking", action="store_true",
+                   help="rank channels across all layers (importance normalised per layer) instead of one ratio each")
+    p.add_argument("--data", default=None, help="dataset yaml whose train images score channels (taylor)")
+    p.add_argument("--loss-images", type=int, default=64, help="train images used for taylor gradients")
     p.add_argument("--round-to", type=int, default=8)
     p.add_argument("--imgsz", type=int, default=256)
     p.add_argument("--override", nargs="*", default=[], help="per-layer ratios, e.g. model.9.=0.2 model.22.=0.6")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_prune)
+
+    p = sub.add_parser("finetune", help="fine-tune a (pruned) checkpoint keeping its architecture; can distil")
+    p.add_argument("--model", required=True, help="checkpoint .pt (e.g. from `edgeprune prune`)")
+    p.add_argument("--data", default=DEFAULT_DATA)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--imgsz", type=int, default=256)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr0", type=float, default=0.01)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--teacher", default=None, help="unpruned checkpoint to distil from (frozen, never saved)")
+    p.add_argument("--distill-weight", type=float, default=1.0, help="weight of the distillation term (with --teacher)")
+    p.add_argument("--temperature", type=float, default=2.0, help="distillation temperature (with --teacher)")
+    p.add_argument("--work-dir", default=None, help="Ultralytics run folder (default: OUT's folder/<stem>-train)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_finetune)
 
     p = sub.add_parser("sensitivity", help="per-block pruning sensitivity scan (plot + suggested overrides)")
     p.add_argument("--model", required=True)

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 
 from edgeprune import runtimes
+from edgeprune.data.batches import DEFAULT_IMAGES as LOSS_IMAGES
+from edgeprune.data.batches import loss_batches
 from edgeprune.data.build import BUNDLED_YAML, ensure_dataset
 from edgeprune.data.dataset import Dataset
 from edgeprune.env import PROJECT_ROOT
@@ -29,7 +31,7 @@ from edgeprune.export.registry import get_exporter
 from edgeprune.finetune.trainer import TrainConfig, train
 from edgeprune.manifest import Manifest, atomic_write_json, jsonable, sha256_file
 from edgeprune.models.checkpoint import build_from_yaml, check_classes, load_model, save_model
-from edgeprune.prune.structured import PruneConfig, prune
+from edgeprune.prune.structured import DATA_CRITERIA, PruneConfig, prune
 from edgeprune.quantize.calibration import calibration_set
 from edgeprune.quantize.guard import export_with_guard
 from edgeprune.targets import Target, load_target
@@ -161,34 +163,41 @@ def deploy(req: DeployRequest) -> DeployResult:
 
     # 2. structured pruning to the target's FLOPs goal
     prune_cfg = PruneConfig(flops_reduction=target.flops_reduction, criterion=target.prune_criterion,
-                            round_to=target.round_to, imgsz=imgsz)
+                            round_to=target.round_to, imgsz=imgsz, global_ranking=target.prune_global_ranking)
     pruned_pt, record = run_dir / "prune" / "model.pt", run_dir / "prune" / "record.json"
+    scores_with_data = prune_cfg.criterion in DATA_CRITERIA  # taylor: loss gradients on train images
+    prune_config = {**asdict(prune_cfg), **({"loss_images": LOSS_IMAGES} if scores_with_data else {})}
+    prune_inputs = {"model": sha256_file(base_pt), **({"data": data_sha} if scores_with_data else {})}
 
     def prune_stage():
-        pruned, result = prune(load_model(base_pt), prune_cfg)
+        batches = loss_batches(dataset, imgsz, LOSS_IMAGES) if scores_with_data else None
+        pruned, result = prune(load_model(base_pt), prune_cfg, batches=batches)
         save_model(pruned, pruned_pt, meta={"pruning": result.summary()})
-        atomic_write_json(record, {"summary": result.summary(), "torch_pruning_history": result.history})
+        atomic_write_json(record, {"summary": result.summary(), "kept_channels": result.replay_record(),
+                                   "torch_pruning_history": result.history})
         out = _torch_metrics(pruned, dataset, imgsz, req, "eval pruned")
         out["pruning"] = {k: v for k, v in result.summary().items() if k not in ("layers",)}
         return out
 
-    metrics["prune"] = stages.run("prune", asdict(prune_cfg), {"model": sha256_file(base_pt)}, [pruned_pt, record],
-                                  prune_stage)
+    metrics["prune"] = stages.run("prune", prune_config, prune_inputs, [pruned_pt, record], prune_stage)
 
     # 3. fine-tuning that keeps the pruned architecture
     train_cfg = TrainConfig(epochs=target.finetune_epochs, imgsz=imgsz, lr0=0.01, warmup_epochs=0.0,
-                            close_mosaic=max(1, target.finetune_epochs // 3))
+                            close_mosaic=max(1, target.finetune_epochs // 3), distill_weight=target.distill_weight,
+                            distill_temperature=target.distill_temperature)
     tuned_pt = run_dir / "finetune" / "model.pt"
+    distilling = train_cfg.distill_weight > 0  # the unpruned baseline teaches the pruned student
 
     def finetune_stage():
-        tuned = train(load_model(pruned_pt), dataset, train_cfg, run_dir / "finetune")
+        teacher = load_model(base_pt) if distilling else None
+        tuned = train(load_model(pruned_pt), dataset, train_cfg, run_dir / "finetune", teacher=teacher)
         save_model(tuned, tuned_pt, meta={"finetune": asdict(train_cfg)})
         return _torch_metrics(tuned, dataset, imgsz, req, "eval fine-tuned")
 
     if train_cfg.epochs > 0:
-        metrics["finetune"] = stages.run("finetune", asdict(train_cfg),
-                                         {"model": sha256_file(pruned_pt), "data": data_sha}, [tuned_pt],
-                                         finetune_stage)
+        finetune_inputs = {"model": sha256_file(pruned_pt), "data": data_sha,
+                           **({"teacher": sha256_file(base_pt)} if distilling else {})}
+        metrics["finetune"] = stages.run("finetune", asdict(train_cfg), finetune_inputs, [tuned_pt], finetune_stage)
     else:
         tuned_pt = pruned_pt
 

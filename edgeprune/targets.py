@@ -64,8 +64,11 @@ class Target:
     batch: int = 1
     flops_reduction: float = 0.5  # pruning goal: fraction of FLOPs removed
     round_to: int = 8  # pruned channel counts are multiples of this (SIMD/tensor-core width)
-    prune_criterion: str = "l2"
+    prune_criterion: str = "l2"  # l1 | l2 | bn | taylor (detection-loss gradients on train images) | random
+    prune_global_ranking: bool = False  # rank channels across layers instead of one ratio per layer
     finetune_epochs: int = 12
+    distill_weight: float = 0.0  # > 0: fine-tuning distils from the unpruned baseline with this weight
+    distill_temperature: float = 2.0
     calibration_images: int = 200
     max_map_drop: float = 0.01  # allowed mAP50-95 loss of the INT8 artefact vs its FP32 model
     hardware: Hardware = field(default_factory=Hardware)
@@ -82,6 +85,13 @@ class Target:
             problems.append(f"imgsz {self.imgsz} is not a multiple of 32 (the detector's largest stride)")
         if not 0 <= self.flops_reduction < 0.95:
             problems.append(f"flops_reduction {self.flops_reduction} must be in [0, 0.95)")
+        from edgeprune.prune.structured import CRITERIA  # here, so `import edgeprune.targets` stays light
+
+        if self.prune_criterion not in CRITERIA:
+            problems.append(f"prune_criterion {self.prune_criterion!r} is not one of {CRITERIA}")
+        if self.distill_weight < 0 or self.distill_temperature <= 0:
+            problems.append(f"distill_weight {self.distill_weight} must be >= 0 (0 turns distillation off) and "
+                            f"distill_temperature {self.distill_temperature} > 0")
         if problems:
             raise EdgepruneError(f"target {self.name}: " + "; ".join(problems), f"edit targets/{self.name}.yaml")
 

@@ -33,3 +33,17 @@ def test_unknown_and_invalid_keys_are_errors(tmp_path):
                    "latency_budget_ms: 10\n")
     with pytest.raises(EdgepruneError, match="precision 'int4'.*imgsz 250"):
         load_target(str(bad))
+
+
+def test_pruning_and_distillation_keys_are_validated(tmp_path):
+    base = "description: x\nruntime: tflite\nartefact: tflite\nprecision: int8\nimgsz: 256\nlatency_budget_ms: 10\n"
+    good = tmp_path / "good.yaml"
+    good.write_text(base + "prune_criterion: taylor\nprune_global_ranking: true\ndistill_weight: 0.5\n")
+    t = load_target(str(good))
+    assert (t.prune_criterion, t.prune_global_ranking) == ("taylor", True)
+    assert (t.distill_weight, t.distill_temperature) == (0.5, 2.0)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(base + "prune_criterion: l3\ndistill_weight: -1\n")
+    with pytest.raises(EdgepruneError, match="prune_criterion 'l3'.*distill_weight -1"):
+        load_target(str(bad))
+    assert load_target("rpi").distill_weight == 0.0, "distillation stays off by default"

@@ -3,6 +3,7 @@
 `YOLO('pruned.pt').train()` rebuilds the full model from the yaml and silently undoes pruning.
 Handing the trainer a ready nn.Module makes it skip that rebuild; we then assert that the
 parameter count is unchanged so an architecture change can never pass unnoticed.
+With a teacher, the training model's loss criterion also distils from it (finetune.distill).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import torch_utils
 
 from edgeprune.data.dataset import Dataset
-from edgeprune.models.checkpoint import load_model, param_count
+from edgeprune.errors import EdgepruneError
+from edgeprune.finetune import distill
+from edgeprune.models.checkpoint import load_model, model_nc, param_count
 
 torch_utils.NUM_THREADS = os.cpu_count() or 1  # Ultralytics leaves one core idle; on 2 cores that halves speed
 
@@ -33,9 +36,11 @@ class TrainConfig:
     close_mosaic: int = 2
     patience: int = 100
     device: str = ""  # "" lets Ultralytics pick: CUDA when present, several ids for DDP
+    distill_weight: float = 0.0  # weight of the distillation term when train() gets a teacher (0: no teacher)
+    distill_temperature: float = 2.0  # softens teacher and student outputs before they are compared
 
     def overrides(self, data_yaml: Path, project: Path) -> dict:
-        values = asdict(self)
+        values = {k: v for k, v in asdict(self).items() if not k.startswith("distill_")}  # not Ultralytics arguments
         values.update(data=str(data_yaml), project=str(project.parent.resolve()), name=project.name, exist_ok=True,
                       deterministic=True, plots=False, val=True, amp=torch.cuda.is_available(), workers=0,
                       pretrained=False, verbose=False, model="edgeprune-in-memory.yaml")
@@ -48,6 +53,9 @@ class _KeepArchitectureTrainer(DetectionTrainer):
     """DetectionTrainer that trains the module it is given instead of building one from a yaml."""
 
     model_to_train: torch.nn.Module | None = None
+    teacher: torch.nn.Module | None = None
+    distill_weight: float = 0.0
+    distill_temperature: float = 2.0
 
     def setup_model(self):
         if self.args.resume:  # an interrupted run: weights, EMA and optimizer come from last.pt
@@ -58,14 +66,37 @@ class _KeepArchitectureTrainer(DetectionTrainer):
         self.model = self.model_to_train
         return None
 
+    def _setup_train(self):
+        """Add distillation after Ultralytics made its EMA copy, so neither it nor any checkpoint holds the teacher."""
+        super()._setup_train()
+        if self.teacher is not None:
+            distill.attach(torch_utils.unwrap_model(self.model), self.teacher, self.distill_weight,
+                           self.distill_temperature)
+
 
 def _finished_epochs(last: Path) -> int:
     ckpt = torch.load(last, map_location="cpu", weights_only=False)
     return int(ckpt.get("epoch", -1)) + 1
 
 
-def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig, work_dir: Path) -> torch.nn.Module:
-    """Train `model` on `dataset`; returns the best (EMA) weights in float32 with the same architecture."""
+def _check_teacher(teacher: torch.nn.Module | None, model: torch.nn.Module, cfg: TrainConfig) -> None:
+    if teacher is None and cfg.distill_weight > 0:
+        raise EdgepruneError(f"distill_weight is {cfg.distill_weight} but no teacher was given",
+                             "pass the unpruned model as teacher (--teacher), or set distill_weight to 0")
+    if teacher is not None and cfg.distill_weight <= 0:
+        raise EdgepruneError("a teacher was given but distill_weight is 0", "set distill_weight > 0 (e.g. 1.0)")
+    if teacher is not None and model_nc(teacher) != model_nc(model):
+        raise EdgepruneError(f"the teacher predicts {model_nc(teacher)} classes, the student {model_nc(model)}",
+                             "distil from the unpruned model the student was pruned from")
+
+
+def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig, work_dir: Path,
+          teacher: torch.nn.Module | None = None) -> torch.nn.Module:
+    """Train `model` on `dataset`; returns the best (EMA) weights in float32 with the same architecture.
+
+    With a `teacher` (and cfg.distill_weight > 0) the loss adds distillation from the teacher's head outputs.
+    """
+    _check_teacher(teacher, model, cfg)
     params_before = param_count(model)
     data_yaml = dataset.ultralytics_yaml(work_dir / "data.yaml")
     model = model.float().train()
@@ -83,6 +114,8 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig, work_dir: 
     if done < cfg.epochs:
         trainer = _KeepArchitectureTrainer(overrides=overrides)
         trainer.model_to_train = model
+        trainer.teacher, trainer.distill_weight, trainer.distill_temperature = (
+            teacher, cfg.distill_weight, cfg.distill_temperature)
         trainer.train()
     best = weights / "best.pt" if (weights / "best.pt").exists() else last
     trained = load_model(best).float().eval()

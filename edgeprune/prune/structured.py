@@ -7,15 +7,21 @@ layers' inputs) are removed, so the dense model really shrinks. The steps:
 2. layers whose channels cannot change are locked: the head's final box/class convs, DFL,
    attention internals (their forward reshapes by head count), and any group still passing
    through a split/slice op; locked blocks are reported by name;
-3. every remaining group is scored by an importance criterion and keeps
-   round_to-multiples of its channels, the two halves of a split block keeping the same count;
-4. a bisection over the uniform ratio reaches the FLOPs goal (rounding makes it jumpy);
-5. the halves are concatenated back, leaving only Ultralytics classes.
+3. a survey scores every remaining group's channels once with an importance criterion
+   (magnitude, BN scale, first-order Taylor of the detection loss, random), divided by the group's
+   mean so groups compare;
+4. a plan maps a searched fraction to channels kept per group: `uniform` removes that fraction of
+   every group, `global` removes the globally lowest-scored fraction of all channels; both keep
+   round_to multiples, min_channels, per-prefix overrides (fixed ratios) and equal split halves;
+5. a search (prune.search) finds the plan nearest the FLOPs goal (rounding makes FLOPs jumpy);
+6. the halves are concatenated back, leaving only Ultralytics classes, and the kept output
+   channels of every conv are recorded so `prune.replay` can rebuild the model from the original.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from copy import deepcopy
 from dataclasses import asdict, dataclass, field
 
@@ -23,9 +29,14 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from edgeprune.errors import EdgepruneError
 from edgeprune.models.blocks import refuse_split_blocks, split_pairs, unfuse_split_blocks
+from edgeprune.prune import replay as replay_record
+from edgeprune.prune.search import search
+from edgeprune.prune.taylor import accumulate_loss_gradients, clear_gradients
 
-CRITERIA = ("l1", "l2", "bn", "random")
+CRITERIA = ("l1", "l2", "bn", "taylor", "random")
+DATA_CRITERIA = ("taylor",)  # criteria that score with loss gradients, so need labelled batches
 SPLIT_LIKE = {tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.UNBIND, getattr(tp.ops.OPTYPE, "SLICE", "slice")}
 ATTENTION_CLASSES = ("Attention", "AAttn")
 
@@ -39,19 +50,22 @@ class PruneConfig:
     min_channels: int = 8
     tolerance: float = 0.02  # accept |achieved - goal| below this (channel rounding makes FLOPs jumpy)
     overrides: tuple[tuple[str, float], ...] = ()  # (module-name prefix, fixed ratio): per-layer ratios
-    max_trials: int = 6
+    max_trials: int = 24  # distinct prunings the FLOPs search may measure
+    global_ranking: bool = False  # rank channels across all groups instead of cutting each group by one ratio
 
 
 @dataclass
 class PruneResult:
-    ratio: float
+    ratio: float  # the searched fraction (inside a rounding step, some groups take the next step's width)
     macs_before: int
     macs_after: int
     params_before: int
     params_after: int
     layers: dict[str, list[int]]  # conv name -> [out channels before, after]
     locked: dict[str, str]  # module name -> reason it was not pruned
-    history: list = field(default_factory=list)  # Torch-Pruning pruning history, for replay
+    imgsz: int = 0  # MACs were counted at this input size
+    kept: dict[str, list[int]] = field(default_factory=dict)  # conv name -> kept output channels of the original conv
+    history: list = field(default_factory=list)  # Torch-Pruning pruning history (of the split-block model)
 
     @property
     def flops_reduction(self) -> float:
@@ -61,15 +75,22 @@ class PruneResult:
         out = asdict(self)
         out["flops_reduction"] = round(self.flops_reduction, 4)
         out.pop("history")
+        out.pop("kept")
         return out
+
+    def replay_record(self) -> dict:
+        """JSON-ready kept-channel record for `edgeprune.prune.replay.replay`."""
+        return replay_record.make_record(self.kept, {n: w[0] for n, w in self.layers.items()}, self.imgsz)
 
 
 def _importance(criterion: str):
+    """Raw per-channel scores; normalisation per group happens in the survey, the same for every criterion."""
     if criterion not in CRITERIA:
-        raise ValueError(f"unknown pruning criterion {criterion!r}; use one of {CRITERIA}")
-    return {"l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
-            "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
-            "bn": lambda: tp.importance.BNScaleImportance(),
+        raise EdgepruneError(f"unknown pruning criterion {criterion!r}", f"use one of {', '.join(CRITERIA)}")
+    return {"l1": lambda: tp.importance.GroupMagnitudeImportance(p=1, normalizer=None),
+            "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2, normalizer=None),
+            "bn": lambda: tp.importance.BNScaleImportance(normalizer=None),
+            "taylor": lambda: tp.importance.GroupTaylorImportance(normalizer=None),
             "random": lambda: tp.importance.RandomImportance()}[criterion]()
 
 
@@ -114,108 +135,205 @@ def _groups(model: nn.Module, example: torch.Tensor):
     return graph, groups, locked, skipped
 
 
+def _is_out_conv(dep) -> bool:
+    return isinstance(dep.target.module, nn.Conv2d) and dep.handler.__name__ == "prune_out_channels"
+
+
 def _out_convs(group) -> list[nn.Module]:
-    return [it.dep.target.module for it in group.items
-            if isinstance(it.dep.target.module, nn.Conv2d) and it.dep.handler.__name__ == "prune_out_channels"]
+    return [it.dep.target.module for it in group.items if _is_out_conv(it.dep)]
 
 
-def _ratio_for(name: str, ratio: float, cfg: PruneConfig) -> float:
-    """The longest matching override prefix wins; otherwise the searched uniform ratio."""
+def _ratio_for(name: str, cfg: PruneConfig) -> float | None:
+    """The longest matching override prefix's fixed ratio, or None: the group takes the searched fraction."""
     matches = [(len(prefix), r) for prefix, r in cfg.overrides if name.startswith(prefix)]
-    return max(matches)[1] if matches else ratio
+    return max(matches)[1] if matches else None
 
 
-def _keep_count(channels: int, ratio: float, cfg: PruneConfig) -> int:
-    keep = math.ceil(channels * (1 - ratio) / cfg.round_to) * cfg.round_to
+def _round_keep(keep: float, channels: int, cfg: PruneConfig) -> int:
+    """Round a channel count up to a round_to multiple, at least min_channels, at most all of them."""
+    keep = math.ceil(keep / cfg.round_to - 1e-9) * cfg.round_to
     return int(min(channels, max(keep, cfg.min_channels)))
 
 
-def _prune_once(model: nn.Module, ratio: float, cfg: PruneConfig):
-    """Prune `model` in place with one uniform ratio; returns (history, locked-name map)."""
-    model.eval()
-    example = torch.zeros(1, 3, cfg.imgsz, cfg.imgsz)
-    unfuse_split_blocks(model)
-    graph, groups, locked, skipped = _groups(model, example)
-    conv_to_root = {conv: root for root, g in groups.items() for conv in _out_convs(g)}
-    names = {m: n for n, m in model.named_modules()}
-    keep = {root: _keep_count(len(g[0].idxs), _ratio_for(names[root], ratio, cfg), cfg) for root, g in groups.items()}
-    for a, b in split_pairs(model):  # both halves keep the same width; a locked half locks the other
-        ra, rb = conv_to_root.get(a), conv_to_root.get(b)
-        if ra is None or rb is None:
-            for r in (ra, rb):
-                if r is not None:
-                    keep[r] = len(groups[r][0].idxs)
-            continue
-        keep[ra] = keep[rb] = max(keep[ra], keep[rb])
+@dataclass
+class _Survey:
+    """Everything the plans need, measured once on the split-block model (names are its module names)."""
+    channels: dict[str, int]  # group root -> channels
+    scores: dict[str, torch.Tensor]  # group root -> importance per channel / group mean
+    fixed: dict[str, float]  # group root -> override ratio
+    pairs: list[tuple[str | None, str | None]]  # roots of split halves that must stay equally wide (None: locked)
+    locked: dict[str, str]  # module name -> reason it is not pruned
+
+
+def _survey(model: nn.Module, cfg: PruneConfig, batches: Iterable[dict] | None) -> _Survey:
     importance = _importance(cfg.criterion)
-    plans = []
+    if cfg.criterion in DATA_CRITERIA and batches is None:
+        raise EdgepruneError(f"{cfg.criterion} needs data: pass --data",
+                             "the taylor criterion scores channels by detection-loss gradients on labelled images; "
+                             "in Python pass prune(..., batches=edgeprune.data.batches.loss_batches(dataset, imgsz))")
+    work = deepcopy(model).float().eval()
+    unfuse_split_blocks(work)  # scores must come from the modules that are actually pruned
+    if cfg.criterion in DATA_CRITERIA:
+        accumulate_loss_gradients(work, batches)
+    _, groups, locked, skipped = _groups(work, torch.zeros(1, 3, cfg.imgsz, cfg.imgsz))
+    names = {m: n for n, m in work.named_modules()}
+    survey = _Survey({}, {}, {}, [], {names[m]: why for m, why in {**locked, **skipped}.items()})
     for root, group in groups.items():
-        channels = len(group[0].idxs)
-        if keep[root] >= channels:
-            continue
+        name = names[root]
         scores = importance(group)
-        prune_idxs = torch.argsort(scores)[: channels - keep[root]].tolist()
-        plans.append((root, group[0].dep.handler, sorted(prune_idxs)))
-    for root, handler, idxs in plans:
-        sub = graph.get_pruning_group(root, handler, idxs)
+        if scores is None:
+            continue
+        scores = scores.detach().float().flatten()
+        survey.channels[name] = len(group[0].idxs)
+        survey.scores[name] = scores / scores.mean().clamp_min(1e-12)
+        if (ratio := _ratio_for(name, cfg)) is not None:
+            survey.fixed[name] = ratio
+    clear_gradients(work)
+    conv_to_root = {conv: names[root] for root, g in groups.items() for conv in _out_convs(g)
+                    if names[root] in survey.channels}
+    for a, b in split_pairs(work):
+        survey.pairs.append((conv_to_root.get(a), conv_to_root.get(b)))
+    return survey
+
+
+def _plan(survey: _Survey, fraction: float, cfg: PruneConfig) -> dict[str, int]:
+    """Channels kept per group root for one searched fraction."""
+    searched = [n for n in survey.channels if n not in survey.fixed]
+    if cfg.global_ranking and searched:
+        scores = torch.cat([survey.scores[n] for n in searched])
+        owner = torch.cat([torch.full((survey.channels[n],), i) for i, n in enumerate(searched)])
+        lowest = torch.argsort(scores, stable=True)[: int(fraction * len(scores))]
+        removed = torch.bincount(owner[lowest], minlength=len(searched)).tolist()
+        keep = {n: _round_keep(survey.channels[n] - r, survey.channels[n], cfg) for n, r in zip(searched, removed)}
+    else:
+        keep = {n: _round_keep(survey.channels[n] * (1 - fraction), survey.channels[n], cfg) for n in searched}
+    for n, r in survey.fixed.items():
+        keep[n] = _round_keep(survey.channels[n] * (1 - r), survey.channels[n], cfg)
+    for a, b in survey.pairs:  # both halves keep the same width; a locked half locks the other
+        if a is None or b is None:
+            for r in (a, b):
+                if r is not None:
+                    keep[r] = survey.channels[r]
+        else:
+            keep[a] = keep[b] = max(keep[a], keep[b])
+    return keep
+
+
+def _step_moves(survey: _Survey):
+    """For search(): groups that differ between two plans, as moves ordered least important first."""
+    partner = {}
+    for a, b in survey.pairs:
+        if a is not None and b is not None:
+            partner[a], partner[b] = b, a
+
+    def moves(wide: dict[str, int], narrow: dict[str, int]) -> list[dict[str, int]]:
+        units, seen = [], set()
+        for name in wide:
+            if wide[name] == narrow[name] or name in seen:
+                continue
+            members = [name] + ([partner[name]] if name in partner else [])
+            seen.update(members)
+            dropped = [torch.sort(survey.scores[m]).values[survey.channels[m] - wide[m]: survey.channels[m] - narrow[m]]
+                       for m in members]
+            units.append((float(torch.cat(dropped).mean()), {m: narrow[m] for m in members}))
+        return [move for _, move in sorted(units, key=lambda u: u[0])]
+
+    return moves
+
+
+def _prune_to_plan(model: nn.Module, survey: _Survey, keep: dict[str, int], cfg: PruneConfig):
+    """Prune `model` in place to `keep`; returns (history, kept output channels per conv).
+
+    Only the surveyed roots are cut (no second group enumeration: a trial is one graph build and the cuts).
+    """
+    model.eval()
+    split_blocks = unfuse_split_blocks(model)
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, 3, cfg.imgsz, cfg.imgsz))
+    modules = dict(model.named_modules())
+    names = {m: n for n, m in modules.items()}
+    widths = {n: m.out_channels for n, m in modules.items() if isinstance(m, nn.Conv2d)}
+    plans = []
+    for name, channels in survey.channels.items():
+        if widths.get(name) != channels:
+            raise RuntimeError(f"group {name} changed between survey and pruning")
+        drop = channels - keep[name]
+        if drop > 0:
+            plans.append((modules[name], sorted(torch.argsort(survey.scores[name], stable=True)[:drop].tolist())))
+    removed: dict[str, set[int]] = {}
+    for root, idxs in plans:
+        sub = graph.get_pruning_group(root, tp.prune_conv_out_channels, idxs)
         if graph.check_pruning_group(sub):
+            for item in sub.items:
+                if _is_out_conv(item.dep):
+                    removed.setdefault(names[item.dep.target.module], set()).update(item.idxs)
             sub.prune()
-    names = {m: n for n, m in model.named_modules()}  # after pruning: the same modules, names unchanged
-    locked_names = {names[m]: why for m, why in {**locked, **skipped}.items() if m in names}
+    kept = {n: [i for i in range(widths[n]) if i not in gone] for n, gone in removed.items()}
+    kept = replay_record.split_kept(kept, widths, [names[m] for m in split_blocks])
     history = graph.pruning_history()
     refuse_split_blocks(model)
-    return history, locked_names
-
-
-def prune_at_ratio(model: nn.Module, ratio: float, cfg: PruneConfig) -> tuple[nn.Module, PruneResult]:
-    """One uniform channel ratio, no FLOPs search: for sweeps, sensitivity scans and tests."""
-    model = deepcopy(model).float().eval()
-    macs0, params0 = count_macs(model, cfg.imgsz)
-    widths0 = _conv_widths(model)
-    pruned = deepcopy(model)
-    history, locked = _prune_once(pruned, ratio, cfg)
-    macs, params = count_macs(pruned, cfg.imgsz)
-    return pruned, _result(pruned, ratio, macs0, params0, widths0, macs, params, locked, history)
-
-
-def _result(pruned: nn.Module, ratio: float, macs0: int, params0: int, widths0: dict[str, int], macs: int,
-            params: int, locked: dict[str, str], history: list) -> PruneResult:
-    widths1 = _conv_widths(pruned)
-    layers = {n: [w, widths1.get(n, w)] for n, w in widths0.items() if widths1.get(n, w) != w}
-    return PruneResult(round(ratio, 4), macs0, macs, params0, params, layers, locked, history)
+    return history, kept
 
 
 def _conv_widths(model: nn.Module) -> dict[str, int]:
     return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
 
 
-def prune(model: nn.Module, cfg: PruneConfig) -> tuple[nn.Module, PruneResult]:
-    """Return a pruned copy of `model` whose MACs are about (1 - flops_reduction) of the original."""
+def _check_kept(pruned: nn.Module, widths0: dict[str, int], kept: dict[str, list[int]]) -> None:
+    """The kept-channel record must describe the pruned model exactly, or replay would build another."""
+    for name, w1 in _conv_widths(pruned).items():
+        w0 = widths0[name]
+        expected = len(kept[name]) if name in kept else w0
+        if w1 != expected:
+            raise RuntimeError(f"kept-channel record disagrees with the pruned model at {name}: {w0} -> {w1} channels, "
+                               f"record keeps {expected}")
+
+
+class _Trial:
+    def __init__(self, model: nn.Module, survey: _Survey, keep: dict[str, int], cfg: PruneConfig):
+        self.model = deepcopy(model)
+        self.history, self.kept = _prune_to_plan(self.model, survey, keep, cfg)
+        self.locked = survey.locked
+        self.macs, self.params = count_macs(self.model, cfg.imgsz)
+
+
+def _prepare(model: nn.Module, cfg: PruneConfig, batches: Iterable[dict] | None):
     model = deepcopy(model).float().eval()
     macs0, params0 = count_macs(model, cfg.imgsz)
-    widths0 = _conv_widths(model)
-    goal = 1 - cfg.flops_reduction
+    return model, macs0, params0, _conv_widths(model), _survey(model, cfg, batches)
 
-    def trial(ratio: float):
-        candidate = deepcopy(model)
-        history, locked = _prune_once(candidate, ratio, cfg)
-        macs, params = count_macs(candidate, cfg.imgsz)
-        return candidate, history, locked, macs, params
 
+def _result(trial: _Trial, ratio: float, macs0: int, params0: int, widths0: dict[str, int], cfg: PruneConfig):
+    _check_kept(trial.model, widths0, trial.kept)
+    widths1 = _conv_widths(trial.model)
+    layers = {n: [w, widths1[n]] for n, w in widths0.items() if widths1[n] != w}
+    result = PruneResult(round(ratio, 4), macs0, trial.macs, params0, trial.params, layers, trial.locked, cfg.imgsz,
+                         trial.kept, trial.history)
+    return trial.model, result
+
+
+def prune_at_ratio(model: nn.Module, ratio: float, cfg: PruneConfig,
+                   batches: Iterable[dict] | None = None) -> tuple[nn.Module, PruneResult]:
+    """One fraction, no FLOPs search: for sweeps, sensitivity scans and tests."""
+    model, macs0, params0, widths0, survey = _prepare(model, cfg, batches)
+    return _result(_Trial(model, survey, _plan(survey, ratio, cfg), cfg), ratio, macs0, params0, widths0, cfg)
+
+
+def prune(model: nn.Module, cfg: PruneConfig,
+          batches: Iterable[dict] | None = None) -> tuple[nn.Module, PruneResult]:
+    """Return a pruned copy of `model` whose MACs are about (1 - flops_reduction) of the original.
+
+    `batches` (Ultralytics-style dicts: img, batch_idx, cls, bboxes) are needed by data criteria (taylor).
+    """
+    model, macs0, params0, widths0, survey = _prepare(model, cfg, batches)
     if cfg.flops_reduction == 0:
-        best = (*trial(0.0), 0.0)
-    else:
-        best = None
-        first_guess = 1 - math.sqrt(goal)  # conv MACs scale with in x out channels
-        lo, hi = max(0.0, first_guess - 0.15), min(0.95, first_guess + 0.2)
-        for _ in range(cfg.max_trials):  # bisection on the uniform channel ratio
-            mid = (lo + hi) / 2
-            candidate, history, locked, macs, params = trial(mid)
-            kept = macs / macs0
-            if best is None or abs(kept - goal) < abs(best[3] / macs0 - goal):
-                best = (candidate, history, locked, macs, params, mid)
-            if abs(kept - goal) <= cfg.tolerance:
-                break
-            lo, hi = (mid, hi) if kept > goal else (lo, mid)
-    pruned, history, locked, macs, params, ratio = best
-    return pruned, _result(pruned, ratio, macs0, params0, widths0, macs, params, locked, history)
+        return _result(_Trial(model, survey, _plan(survey, 0.0, cfg), cfg), 0.0, macs0, params0, widths0, cfg)
+
+    def measure(keep: dict[str, int]):
+        trial = _Trial(model, survey, keep, cfg)
+        return trial.macs / macs0, trial
+
+    goal = 1 - cfg.flops_reduction
+    best = search(lambda f: _plan(survey, f, cfg), measure, goal, cfg.tolerance, cfg.max_trials,
+                  first_guess=1 - math.sqrt(goal),  # conv MACs scale with in x out channels
+                  step_moves=_step_moves(survey))
+    return _result(best.payload, best.fraction, macs0, params0, widths0, cfg)

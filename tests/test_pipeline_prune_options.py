@@ -1,0 +1,45 @@
+"""The deploy pipeline's prune and fine-tune stages with taylor, global ranking and distillation switched on."""
+
+import json
+
+import pytest
+import torch
+
+from edgeprune.env import PROJECT_ROOT
+from edgeprune.models.checkpoint import load_model
+from edgeprune.pipeline import DeployRequest, deploy
+from edgeprune.prune.replay import replay
+
+pytestmark = pytest.mark.slow
+
+
+def test_taylor_global_distill_stages(tiny_data, tmp_path, monkeypatch):
+    profile = (PROJECT_ROOT / "targets" / "rpi.yaml").read_text()
+    for key, value in (("prune_criterion", "taylor"), ("prune_global_ranking", "true"), ("distill_weight", "1.0")):
+        assert f"\n{key}:" in profile
+        profile = "\n".join(f"{key}: {value}" if line.startswith(f"{key}:") else line for line in profile.splitlines())
+    target = tmp_path / "rpi-options.yaml"
+    target.write_text(profile)
+
+    import edgeprune.pipeline as pipeline
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt  # the export stage is not what this test is about
+
+    monkeypatch.setattr(pipeline, "export_with_guard", stop)
+    request = DeployRequest(target=str(target), model="yolo11n.yaml", data=str(tiny_data), out=tmp_path / "dist",
+                            run_dir=tmp_path / "run", epochs=1, imgsz=64, calibration_images=4, baseline_epochs=1,
+                            eval_limit=4)
+    with pytest.raises(KeyboardInterrupt):
+        deploy(request)
+    run = tmp_path / "run"
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    assert stages["prune"]["config"]["criterion"] == "taylor" and stages["prune"]["config"]["global_ranking"]
+    assert "data" in stages["prune"]["inputs"], "taylor's scores depend on the data"
+    assert "teacher" in stages["finetune"]["inputs"] and stages["finetune"]["config"]["distill_weight"] == 1.0
+    record = json.loads((run / "prune" / "record.json").read_text())
+    rebuilt = replay(load_model(run / "baseline" / "model.pt"), record["kept_channels"])
+    pruned = load_model(run / "prune" / "model.pt")
+    assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(), pruned.state_dict().values()))
+    header = (run / "finetune" / "ultralytics" / "results.csv").read_text().splitlines()[0]
+    assert "train/kd_loss" in header.replace(" ", "")
