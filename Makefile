@@ -67,8 +67,10 @@ bench: setup                       # export artefacts vs Ultralytics' own export
 bench-control: setup               # unpruned baseline given the same fine-tuning epochs (needs `make deploy`)
 	$(BIN)/python -m edgeprune.bench_control --run-dir runs/$(TARGET) --out bench
 
-bench-prune: setup                 # params / GFLOPs / ONNX Runtime latency before vs after pruning, 30/50/70 %
-	$(BIN)/python -m edgeprune.bench_prune --out bench
+# params / GFLOPs / ONNX Runtime latency before vs after pruning at 30/50/70 %;
+# ACCURACY=baselines/yolo11n-synth.pt adds mAP50-95 after fine-tuning per goal vs the unpruned control (slow)
+bench-prune: setup
+	$(BIN)/python -m edgeprune.bench_prune --out bench $(if $(ACCURACY),--accuracy $(ACCURACY))
 
 bench-stream: setup                # end-to-end FPS and latency of the drone / automotive loops on the rpi bundle
 	$(BIN)/edgeprune data video --out bench/val.avi

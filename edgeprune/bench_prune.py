@@ -2,8 +2,11 @@
 
 For each family (random-initialised from its yaml: speed does not depend on the weights) and each
 FLOPs-reduction goal this reports params, GFLOPs and ONNX Runtime CPU latency (p50, 2 threads,
-batch 1) of the pruned model next to the unpruned one, as ratios. Accuracy after fine-tuning is
-a separate, much longer measurement (`make deploy` reports it for the bundled dataset).
+batch 1) of the pruned model next to the unpruned one, as ratios.
+
+`--accuracy CHECKPOINT` adds the slow half: the trained checkpoint is pruned to each goal at the
+dataset's size, fine-tuned with the deploy recipe, and its mAP50-95 is reported next to the
+unpruned checkpoint given the same epochs (the honest control: extra epochs help it too).
 """
 
 from __future__ import annotations
@@ -56,6 +59,34 @@ def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2
     return {"imgsz": imgsz, "threads": threads, "nc": nc, "rows": rows, "tools": tool_versions()}
 
 
+def accuracy(checkpoint: Path, data: str, reductions, epochs: int, imgsz: int, work: Path) -> list[dict]:
+    """mAP50-95 after `epochs` of fine-tuning at each FLOPs goal, and of the unpruned model (goal 0)."""
+    from edgeprune.data.build import ensure_dataset
+    from edgeprune.evaluate.detection import evaluate_model
+    from edgeprune.finetune.trainer import TrainConfig, train
+    from edgeprune.models.checkpoint import load_model
+
+    dataset = ensure_dataset(data)
+    cfg = TrainConfig(epochs=epochs, imgsz=imgsz, lr0=0.01, warmup_epochs=0.0, close_mosaic=max(1, epochs // 3))
+    base = load_model(checkpoint)
+    start_map = evaluate_model(base, dataset, imgsz, desc="eval checkpoint")["map50_95"]
+    rows = []
+    for goal in (0.0, *reductions):
+        model, result = (base, None) if goal == 0 else prune(base, PruneConfig(flops_reduction=goal, imgsz=imgsz))
+        before = start_map if goal == 0 else evaluate_model(model, dataset, imgsz, desc=f"eval pruned {goal:.0%}")[
+            "map50_95"]
+        tuned = train(load_model(checkpoint) if goal == 0 else model, dataset, cfg, work / f"goal{int(goal * 100)}")
+        after = evaluate_model(tuned, dataset, imgsz, desc=f"eval tuned {goal:.0%}")["map50_95"]
+        rows.append({"checkpoint": str(checkpoint), "flops_goal": goal, "epochs": epochs, "imgsz": imgsz,
+                     "flops_removed": 0.0 if result is None else round(result.flops_reduction, 3),
+                     "map50_95_before_finetune": round(before, 4), "map50_95_after_finetune": round(after, 4)})
+        print(rows[-1], flush=True)
+    control = rows[0]["map50_95_after_finetune"]
+    for row in rows:
+        row["delta_vs_unpruned_same_epochs"] = round(row["map50_95_after_finetune"] - control, 4)
+    return rows
+
+
 def markdown(result: dict) -> str:
     lines = [f"# Pruning benchmark — {result['imgsz']} px, ONNX Runtime CPU, {result['threads']} threads, batch 1", "",
              "| model | FLOPs goal | params (M) | GFLOPs | FLOPs ratio | ORT p50 ms | latency ratio |",
@@ -63,7 +94,18 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         lines.append(f"| {r['model']} | {r['flops_goal']:.0%} | {r['params'] / 1e6:.2f} | {r['gflops']:.2f} | "
                      f"{r['flops_ratio']:.2f} | {r['p50_ms']:.1f} | {r['latency_ratio']:.2f} |")
-    return "\n".join(lines + ["", "Ratios are pruned / unpruned, measured in the same run on the same machine.", ""])
+    lines += ["", "Ratios are pruned / unpruned, measured in the same run on the same machine.", ""]
+    if result.get("accuracy"):
+        rows = result["accuracy"]
+        lines += [f"## mAP50-95 after fine-tuning ({rows[0]['checkpoint']}, {rows[0]['imgsz']} px, "
+                  f"{rows[0]['epochs']} epochs each, bundled dataset)", "",
+                  "| FLOPs goal | FLOPs removed | before fine-tuning | after fine-tuning | vs unpruned + same epochs |",
+                  "|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['flops_goal']:.0%} | {r['flops_removed']:.0%} | {r['map50_95_before_finetune']:.3f} | "
+                         f"{r['map50_95_after_finetune']:.3f} | {r['delta_vs_unpruned_same_epochs'] * 100:+.1f} pts |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -71,11 +113,22 @@ def main(argv=None) -> int:
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", nargs="*", default=list(MODELS))
+    parser.add_argument("--goals", nargs="*", type=float, default=list(REDUCTIONS), help="FLOPs-reduction goals")
+    parser.add_argument("--accuracy", metavar="CHECKPOINT", help="also fine-tune this trained checkpoint pruned to "
+                        "each goal and report mAP50-95 (slow: one fine-tuning per goal plus the unpruned control)")
+    parser.add_argument("--data", default="datasets/synth.yaml")
+    parser.add_argument("--epochs", type=int, default=12, help="fine-tuning epochs with --accuracy")
+    parser.add_argument("--accuracy-imgsz", type=int, default=256)
+    parser.add_argument("--skip-latency", action="store_true", help="only the --accuracy part")
     parser.add_argument("--out", default="bench")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    result = run(args.models, REDUCTIONS, args.imgsz, args.threads)
     out = Path(args.out)
+    result = ({"imgsz": args.imgsz, "threads": args.threads, "rows": [], "tools": tool_versions()} if args.skip_latency
+              else run(args.models, tuple(args.goals), args.imgsz, args.threads))
+    if args.accuracy:
+        result["accuracy"] = accuracy(Path(args.accuracy), args.data, tuple(args.goals), args.epochs,
+                                      args.accuracy_imgsz, (out / "prune-accuracy").resolve())
     atomic_write_json(out / "prune.json", result)
     atomic_write_text(out / "prune.md", markdown(result))
     print(markdown(result))
