@@ -301,11 +301,14 @@ def build_engine(onnx_path: Path, engine_path: Path, precision: str) -> Path:
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise BundleError(f"TensorRT failed to build an engine from {onnx_path} (see the log above)")
-    _atomic_write(Path(engine_path), bytes(serialized))
+    atomic_write(Path(engine_path), bytes(serialized))
     return Path(engine_path)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Temp file + os.replace in the same folder, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
         with os.fdopen(fd, "wb") as handle:

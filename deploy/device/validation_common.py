@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import argparse
 import functools
+import io
 import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from edgeprune_detector import BundleError, Detector, IntegrityError, load_image, load_metadata, verify_model
+from edgeprune_detector import (BundleError, Detector, IntegrityError, atomic_write, load_image, load_metadata,
+                                verify_model)
 
 EXIT_OK, EXIT_OVER_BUDGET, EXIT_ERROR, EXIT_TAMPERED = 0, 1, 2, 3
 DRY_RUN_RUNS, DRY_RUN_WARMUP = 5, 2  # enough to exercise every code path on a host, quickly
@@ -180,18 +181,7 @@ def device_info() -> dict:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Temp file + os.replace, so a reader never sees half a report."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def detections_array(detections) -> np.ndarray:
@@ -216,16 +206,9 @@ def dump_outputs(args, detector: Detector) -> None:
                 raise ValueError(f"{args.postprocess_from} has no raw output for image {i} ({label})")
             decoded = detector.postprocess(reference[f"{i}/raw"], box, size)
             arrays[f"{i}/detections_from_reference"] = detections_array(decoded)
-    path = Path(args.dump_outputs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write(Path(args.dump_outputs), buffer.getvalue())
 
 
 def report(args, detector: Detector, times: dict, detections: int, image_label: str, runtime: str | None = None,
