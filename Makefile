@@ -62,7 +62,10 @@ baseline: setup
 
 bench: setup                       # export artefacts vs Ultralytics' own exports (needs a finished `make deploy`)
 	$(BIN)/python -m edgeprune.bench --out bench
-	$(MAKE) bench-stream
+	$(MAKE) bench-stream TARGET=rpi
+	@test -f $(OUT)/host/metadata.json || $(BIN)/edgeprune deploy --target host --data $(DATA) --out $(OUT) \
+		--run-dir runs/rpi        # the host bundle shares the rpi run's trunk: only its export runs
+	$(MAKE) bench-stream TARGET=host
 
 bench-control: setup               # unpruned baseline given the same fine-tuning epochs (needs `make deploy`)
 	$(BIN)/python -m edgeprune.bench_control --run-dir runs/$(TARGET) --out bench

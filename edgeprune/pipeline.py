@@ -7,9 +7,12 @@ outputs are intact, is skipped, so a re-run after a crash or Ctrl-C redoes only 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import os
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -94,6 +97,31 @@ class Stages:
         entry = self.manifest.record(name, config, inputs, outputs, metrics, time.time() - start)
         print(f"[{name}] done in {entry['wall_s']:.0f} s")
         return metrics
+
+
+def quantization_aware_retry(exporter, tuned, artefact: Path, imgsz: int, calib, reference: float, target: Target,
+                             dataset: Dataset, work_dir: Path, measure_file, ptq: dict) -> dict:
+    """PTQ missed the budget: fine-tune through fake INT8 (edgeprune.quantize.qat), export again with the guard,
+    and keep whichever artefact is more accurate (the QAT one replaces the PTQ files only if it wins)."""
+    mode = "asymmetric" if target.runtime == "tflite" else "symmetric"
+    cfg = TrainConfig(epochs=target.qat_epochs, imgsz=imgsz, lr0=0.001, warmup_epochs=0.0,
+                      close_mosaic=target.qat_epochs, qat=mode)
+    print(f"  INT8 guard: PTQ missed the budget; quantization-aware fine-tuning for {cfg.epochs} epochs ({mode})")
+    qat_model = train(copy.deepcopy(tuned), dataset, cfg, work_dir)  # train() updates its module in place
+    with tempfile.TemporaryDirectory(prefix=".qat-", dir=artefact.parent) as tmp:
+        candidate = Path(tmp) / artefact.name
+        out = export_with_guard(exporter, qat_model, candidate, imgsz, target.precision, calib, reference,
+                                target.max_map_drop, measure_file)
+        out["accuracy_guard"].update(qat={"epochs": cfg.epochs, "mode": mode, "ptq_map50_95": ptq["map50_95"],
+                                          "qat_map50_95": out["map50_95"], "kept": out["map50_95"] > ptq["map50_95"]})
+        print(f"  INT8 guard: QAT artefact {out['map50_95']:.4f} vs PTQ {ptq['map50_95']:.4f} -> keeping "
+              f"{'QAT' if out['map50_95'] > ptq['map50_95'] else 'PTQ'}")
+        if out["map50_95"] <= ptq["map50_95"]:
+            ptq["accuracy_guard"]["qat"] = out["accuracy_guard"]["qat"]
+            return ptq
+        for item in Path(tmp).iterdir():  # same filesystem: each rename is atomic
+            os.replace(item, artefact.parent / item.name)
+    return out
 
 
 def source_hash(*subpackages: str) -> str:
@@ -217,8 +245,12 @@ def deploy(req: DeployRequest) -> DeployResult:
                                     cache=run_dir / "calibration" / f"calibration_{imgsz}.npy")
         tuned = load_model(tuned_pt)
         reference = metrics["finetune" if "finetune" in metrics else "prune"]["map50_95"]
+        measure_file = lambda path: artefact_metrics(path, dataset, imgsz, req, tuned)  # noqa: E731
         out = export_with_guard(exporter, tuned, artefact, imgsz, target.precision, calib, reference,
-                                target.max_map_drop, lambda path: artefact_metrics(path, dataset, imgsz, req, tuned))
+                                target.max_map_drop, measure_file)
+        if target.precision == "int8" and target.qat_epochs > 0 and not out["accuracy_guard"]["within_budget"]:
+            out = quantization_aware_retry(exporter, tuned, artefact, imgsz, calib, reference, target, dataset,
+                                           run_dir / f"qat-{target.name}", measure_file, out)
         stats = model_stats(tuned, imgsz)
         out["device_estimate"] = estimate_latency_ms(stats["gflops"], stats["params"],
                                                      activation_elements(tuned, imgsz), target)

@@ -69,6 +69,7 @@ class Target:
     finetune_epochs: int = 12
     distill_weight: float = 0.0  # > 0: fine-tuning distils from the unpruned baseline with this weight
     distill_temperature: float = 2.0
+    qat_epochs: int = 0  # > 0: when PTQ misses max_map_drop, fine-tune this many epochs through fake INT8 and retry
     calibration_images: int = 200
     max_map_drop: float = 0.01  # allowed mAP50-95 loss of the INT8 artefact vs its FP32 model
     hardware: Hardware = field(default_factory=Hardware)
@@ -89,6 +90,8 @@ class Target:
 
         if self.prune_criterion not in CRITERIA:
             problems.append(f"prune_criterion {self.prune_criterion!r} is not one of {CRITERIA}")
+        if self.qat_epochs < 0:
+            problems.append(f"qat_epochs {self.qat_epochs} must be >= 0 (0 turns quantization-aware fine-tuning off)")
         if self.distill_weight < 0 or self.distill_temperature <= 0:
             problems.append(f"distill_weight {self.distill_weight} must be >= 0 (0 turns distillation off) and "
                             f"distill_temperature {self.distill_temperature} > 0")

@@ -19,6 +19,7 @@ from ultralytics.utils import torch_utils
 from edgeprune.data.dataset import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.finetune import distill
+from edgeprune.quantize import qat
 from edgeprune.models.checkpoint import load_model, model_nc, param_count
 
 torch_utils.NUM_THREADS = os.cpu_count() or 1  # Ultralytics leaves one core idle; on 2 cores that halves speed
@@ -38,9 +39,11 @@ class TrainConfig:
     device: str = ""  # "" lets Ultralytics pick: CUDA when present, several ids for DDP
     distill_weight: float = 0.0  # weight of the distillation term when train() gets a teacher (0: no teacher)
     distill_temperature: float = 2.0  # softens teacher and student outputs before they are compared
+    qat: str = ""  # quantization-aware: "" off, "asymmetric" (TFLite ranges) or "symmetric" (TensorRT/QDQ ranges)
 
     def overrides(self, data_yaml: Path, project: Path) -> dict:
-        values = {k: v for k, v in asdict(self).items() if not k.startswith("distill_")}  # not Ultralytics arguments
+        values = {k: v for k, v in asdict(self).items()  # edgeprune's own settings are not Ultralytics arguments
+                  if not k.startswith("distill_") and k != "qat"}
         values.update(data=str(data_yaml), project=str(project.parent.resolve()), name=project.name, exist_ok=True,
                       deterministic=True, plots=False, val=True, amp=torch.cuda.is_available(), workers=0,
                       pretrained=False, verbose=False, model="edgeprune-in-memory.yaml")
@@ -56,6 +59,7 @@ class _KeepArchitectureTrainer(DetectionTrainer):
     teacher: torch.nn.Module | None = None
     distill_weight: float = 0.0
     distill_temperature: float = 2.0
+    qat: str = ""
 
     def setup_model(self):
         if self.args.resume:  # an interrupted run: weights, EMA and optimizer come from last.pt
@@ -72,6 +76,8 @@ class _KeepArchitectureTrainer(DetectionTrainer):
         if self.teacher is not None:
             distill.attach(torch_utils.unwrap_model(self.model), self.teacher, self.distill_weight,
                            self.distill_temperature)
+        if self.qat:  # likewise only the live module computes through fake INT8; checkpoints stay float
+            qat.attach(torch_utils.unwrap_model(self.model), symmetric=self.qat == "symmetric")
 
 
 def _finished_epochs(last: Path) -> int:
@@ -97,6 +103,8 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig, work_dir: 
     With a `teacher` (and cfg.distill_weight > 0) the loss adds distillation from the teacher's head outputs.
     """
     _check_teacher(teacher, model, cfg)
+    if cfg.qat not in ("", "asymmetric", "symmetric"):
+        raise EdgepruneError(f"unknown QAT mode {cfg.qat!r}", "use 'asymmetric' (TFLite), 'symmetric' (TensorRT/ONNX)")
     params_before = param_count(model)
     data_yaml = dataset.ultralytics_yaml(work_dir / "data.yaml")
     model = model.float().train()
@@ -116,6 +124,7 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig, work_dir: 
         trainer.model_to_train = model
         trainer.teacher, trainer.distill_weight, trainer.distill_temperature = (
             teacher, cfg.distill_weight, cfg.distill_temperature)
+        trainer.qat = cfg.qat
         trainer.train()
     best = weights / "best.pt" if (weights / "best.pt").exists() else last
     trained = load_model(best).float().eval()
