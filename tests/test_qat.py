@@ -123,3 +123,30 @@ def test_qat_retry_keeps_the_better_artefact(tmp_path, monkeypatch):
         assert artefact.read_text() == winner
         assert out["accuracy_guard"]["qat"]["kept"] is (winner != "ptq")
         assert not [p for p in folder.iterdir() if p.name.startswith(".qat-")], "no leftovers"
+
+
+@pytest.mark.slow
+def test_ddp_worker_state_trains_the_pruned_module_with_qat(tiny_model, tiny_data, tmp_path):
+    """With several GPUs Ultralytics pickles trainer.model and the callbacks into a worker script
+    (generate_ddp_file); run that script here (one CPU worker) and check it trained the pruned module."""
+    from ultralytics.utils.dist import generate_ddp_file
+
+    from edgeprune.data.dataset import load_dataset
+    from edgeprune.finetune.trainer import TrainConfig, make_trainer
+    from edgeprune.models.checkpoint import load_model, param_count
+    from edgeprune.prune.structured import PruneConfig, prune_at_ratio
+
+    pruned, _ = prune_at_ratio(tiny_model, 0.5, PruneConfig(imgsz=64))
+    cfg = TrainConfig(epochs=1, imgsz=64, batch=8, qat="symmetric", warmup_epochs=0.0, close_mosaic=1)
+    dataset = load_dataset(tiny_data)
+    overrides = cfg.overrides(dataset.ultralytics_yaml(tmp_path / "data.yaml"), tmp_path / "ultralytics")
+    script = Path(generate_ddp_file(make_trainer(pruned.train(), overrides, cfg)))
+    try:
+        run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    finally:
+        script.unlink(missing_ok=True)
+        script.with_suffix(".pt").unlink(missing_ok=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "QAT: " in run.stdout + run.stderr, "the worker attached fake INT8 from the pickled callback"
+    trained = load_model(tmp_path / "ultralytics" / "weights" / "last.pt")
+    assert param_count(trained) == param_count(pruned) < param_count(tiny_model), "the pruned module, not the yaml"

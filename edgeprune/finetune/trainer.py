@@ -53,13 +53,12 @@ class TrainConfig:
 
 
 class _KeepArchitectureTrainer(DetectionTrainer):
-    """DetectionTrainer that trains the module it is given instead of building one from a yaml."""
+    """DetectionTrainer that trains the module it is given instead of building one from a yaml.
 
-    model_to_train: torch.nn.Module | None = None
-    teacher: torch.nn.Module | None = None
-    distill_weight: float = 0.0
-    distill_temperature: float = 2.0
-    qat: str = ""
+    The module is set as `trainer.model` before train(): with several GPUs Ultralytics pickles exactly
+    that attribute (and the callbacks) for its DDP workers, so the pruned architecture reaches every
+    worker; distillation and QAT ride along as a callback for the same reason.
+    """
 
     def setup_model(self):
         if self.args.resume:  # an interrupted run: weights, EMA and optimizer come from last.pt
@@ -67,17 +66,22 @@ class _KeepArchitectureTrainer(DetectionTrainer):
 
             self.model, ckpt = load_checkpoint(self.args.resume)
             return ckpt
-        self.model = self.model_to_train
+        if not isinstance(self.model, torch.nn.Module):
+            raise EdgepruneError("the trainer was started without a model module",
+                                 "call edgeprune.finetune.trainer.train(), which hands the module over")
         return None
 
-    def _setup_train(self):
-        """Add distillation after Ultralytics made its EMA copy, so neither it nor any checkpoint holds the teacher."""
-        super()._setup_train()
-        if self.teacher is not None:
-            distill.attach(torch_utils.unwrap_model(self.model), self.teacher, self.distill_weight,
-                           self.distill_temperature)
-        if self.qat:  # likewise only the live module computes through fake INT8; checkpoints stay float
-            qat.attach(torch_utils.unwrap_model(self.model), symmetric=self.qat == "symmetric")
+
+def _extras_callback(teacher: torch.nn.Module | None, cfg: "TrainConfig"):
+    """on_pretrain_routine_end: after Ultralytics made its EMA copy, so neither it nor any checkpoint holds the
+    teacher or the fake-INT8 patches; runs in every DDP worker too (callbacks travel with the pickled state)."""
+    def attach(trainer) -> None:
+        live = torch_utils.unwrap_model(trainer.model)
+        if teacher is not None:
+            distill.attach(live, teacher, cfg.distill_weight, cfg.distill_temperature)
+        if cfg.qat:
+            qat.attach(live, symmetric=cfg.qat == "symmetric")
+    return attach
 
 
 def _finished_epochs(last: Path) -> int:
@@ -94,6 +98,17 @@ def _check_teacher(teacher: torch.nn.Module | None, model: torch.nn.Module, cfg:
     if teacher is not None and model_nc(teacher) != model_nc(model):
         raise EdgepruneError(f"the teacher predicts {model_nc(teacher)} classes, the student {model_nc(model)}",
                              "distil from the unpruned model the student was pruned from")
+
+
+def make_trainer(model: torch.nn.Module, overrides: dict, cfg: TrainConfig,
+                 teacher: torch.nn.Module | None = None) -> _KeepArchitectureTrainer:
+    """The Ultralytics trainer for `model` with distillation / QAT attached; train() runs it."""
+    trainer = _KeepArchitectureTrainer(overrides=overrides)
+    if "resume" not in overrides:
+        trainer.model = model
+    if teacher is not None or cfg.qat:
+        trainer.add_callback("on_pretrain_routine_end", _extras_callback(teacher, cfg))
+    return trainer
 
 
 def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig, work_dir: Path,
@@ -120,12 +135,7 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig, work_dir: 
     elif last.exists() and done < cfg.epochs:
         last.unlink()
     if done < cfg.epochs:
-        trainer = _KeepArchitectureTrainer(overrides=overrides)
-        trainer.model_to_train = model
-        trainer.teacher, trainer.distill_weight, trainer.distill_temperature = (
-            teacher, cfg.distill_weight, cfg.distill_temperature)
-        trainer.qat = cfg.qat
-        trainer.train()
+        make_trainer(model, overrides, cfg, teacher).train()
     best = weights / "best.pt" if (weights / "best.pt").exists() else last
     trained = load_model(best).float().eval()
     if param_count(trained) != params_before:

@@ -82,6 +82,7 @@ def attach(model: nn.Module, symmetric: bool) -> int:
             setattr(conv, ATTR, {"range": _Range(), "symmetric": symmetric, "calls": 0})
             conv.forward = types.MethodType(_qat_forward, conv)
             count += 1
+    print(f"QAT: {count} convs compute through fake INT8 ({'symmetric' if symmetric else 'asymmetric'} inputs)")
     return count
 
 
