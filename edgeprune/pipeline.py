@@ -34,6 +34,7 @@ from edgeprune.export.registry import get_exporter
 from edgeprune.finetune.trainer import TrainConfig, train
 from edgeprune.manifest import Manifest, atomic_write_json, jsonable, sha256_file
 from edgeprune.models.checkpoint import build_from_yaml, check_classes, load_model, save_model
+from edgeprune.prune.iterative import iterative_prune
 from edgeprune.prune.structured import DATA_CRITERIA, PruneConfig, prune
 from edgeprune.quantize.calibration import calibration_set
 from edgeprune.quantize.guard import export_with_guard
@@ -194,17 +195,30 @@ def deploy(req: DeployRequest) -> DeployResult:
                             round_to=target.round_to, imgsz=imgsz, global_ranking=target.prune_global_ranking)
     pruned_pt, record = run_dir / "prune" / "model.pt", run_dir / "prune" / "record.json"
     scores_with_data = prune_cfg.criterion in DATA_CRITERIA  # taylor: loss gradients on train images
-    prune_config = {**asdict(prune_cfg), **({"loss_images": LOSS_IMAGES} if scores_with_data else {})}
-    prune_inputs = {"model": sha256_file(base_pt), **({"data": data_sha} if scores_with_data else {})}
+    prune_config = {**asdict(prune_cfg), **({"loss_images": LOSS_IMAGES} if scores_with_data else {}),
+                    **({"steps": target.prune_steps, "epochs_between": target.finetune_epochs // target.prune_steps}
+                       if target.prune_steps > 1 else {})}
+    prune_inputs = {"model": sha256_file(base_pt),
+                    **({"data": data_sha} if scores_with_data or target.prune_steps > 1 else {})}
 
     def prune_stage():
-        batches = loss_batches(dataset, imgsz, LOSS_IMAGES) if scores_with_data else None
-        pruned, result = prune(load_model(base_pt), prune_cfg, batches=batches)
+        batches = (lambda: loss_batches(dataset, imgsz, LOSS_IMAGES)) if scores_with_data else (lambda: None)
+        steps_log = []
+        if target.prune_steps > 1:  # cut in steps with fine-tuning between; the finetune stage follows the last
+            between = TrainConfig(epochs=max(1, target.finetune_epochs // target.prune_steps), imgsz=imgsz, lr0=0.01,
+                                  warmup_epochs=0.0, close_mosaic=1)
+            pruned, result, steps_log = iterative_prune(
+                load_model(base_pt), prune_cfg, target.prune_steps,
+                lambda model, step: train(model, dataset, between, run_dir / "prune" / f"step{step}"), batches)
+        else:
+            pruned, result = prune(load_model(base_pt), prune_cfg, batches=batches())
         save_model(pruned, pruned_pt, meta={"pruning": result.summary()})
         atomic_write_json(record, {"summary": result.summary(), "kept_channels": result.replay_record(),
                                    "torch_pruning_history": result.history})
         out = _torch_metrics(pruned, dataset, imgsz, req, "eval pruned")
         out["pruning"] = {k: v for k, v in result.summary().items() if k not in ("layers",)}
+        if steps_log:
+            out["pruning"]["steps"] = steps_log
         return out
 
     metrics["prune"] = stages.run("prune", prune_config, prune_inputs, [pruned_pt, record], prune_stage)

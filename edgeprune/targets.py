@@ -66,6 +66,7 @@ class Target:
     round_to: int = 8  # pruned channel counts are multiples of this (SIMD/tensor-core width)
     prune_criterion: str = "l2"  # l1 | l2 | bn | taylor (detection-loss gradients on train images) | random
     prune_global_ranking: bool = False  # rank channels across layers instead of one ratio per layer
+    prune_steps: int = 1  # > 1: reach the FLOPs goal in this many cuts, fine-tuning finetune_epochs // steps between
     finetune_epochs: int = 12
     distill_weight: float = 0.0  # > 0: fine-tuning distils from the unpruned baseline with this weight
     distill_temperature: float = 2.0
@@ -90,6 +91,8 @@ class Target:
 
         if self.prune_criterion not in CRITERIA:
             problems.append(f"prune_criterion {self.prune_criterion!r} is not one of {CRITERIA}")
+        if self.prune_steps < 1:
+            problems.append(f"prune_steps {self.prune_steps} must be >= 1 (1 is one-shot pruning)")
         if self.qat_epochs < 0:
             problems.append(f"qat_epochs {self.qat_epochs} must be >= 0 (0 turns quantization-aware fine-tuning off)")
         if self.distill_weight < 0 or self.distill_temperature <= 0:

@@ -43,3 +43,32 @@ def test_taylor_global_distill_stages(tiny_data, tmp_path, monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(), pruned.state_dict().values()))
     header = (run / "finetune" / "ultralytics" / "results.csv").read_text().splitlines()[0]
     assert "train/kd_loss" in header.replace(" ", "")
+
+
+def test_iterative_prune_stage_fine_tunes_between_cuts(tiny_data, tmp_path, monkeypatch):
+    profile = (PROJECT_ROOT / "targets" / "rpi.yaml").read_text()
+    assert "\nprune_steps: 1" in profile
+    target = tmp_path / "rpi-steps.yaml"
+    target.write_text(profile.replace("\nprune_steps: 1", "\nprune_steps: 2"))
+
+    import edgeprune.pipeline as pipeline
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "export_with_guard", stop)
+    request = DeployRequest(target=str(target), model="yolo11n.yaml", data=str(tiny_data), out=tmp_path / "dist",
+                            run_dir=tmp_path / "run", epochs=1, imgsz=64, calibration_images=4, baseline_epochs=1,
+                            eval_limit=4)
+    with pytest.raises(KeyboardInterrupt):
+        deploy(request)
+    run = tmp_path / "run"
+    stage = json.loads((run / "manifest.json").read_text())["stages"]["prune"]
+    assert stage["config"]["steps"] == 2 and "data" in stage["inputs"]
+    steps = stage["metrics"]["pruning"]["steps"]
+    assert [s["step"] for s in steps] == [1, 2] and steps[0]["flops_reduction"] < steps[1]["flops_reduction"]
+    assert (run / "prune" / "step1" / "ultralytics" / "weights" / "last.pt").exists(), "fine-tuned between cuts"
+    record = json.loads((run / "prune" / "record.json").read_text())
+    rebuilt = replay(load_model(run / "baseline" / "model.pt"), record["kept_channels"])
+    pruned = load_model(run / "prune" / "model.pt")
+    assert [v.shape for v in rebuilt.state_dict().values()] == [v.shape for v in pruned.state_dict().values()]
