@@ -79,6 +79,7 @@ def _emulated_outputs_are_bit_exact(bundle, tiny_data, tmp_path):
 
     report = emulate(bundle, load_target("rpi"), list(load_dataset(tiny_data).val_images[:4]), tmp_path / "emulate")
     assert report["pass"] and report["policy"] == "bit-exact", report["checks"]
+    assert report["integer_graph"], "the tiny model's guard keeps everything INT8: raw outputs compared bit for bit"
     assert report["emulated_device"]["machine"] == "aarch64" and report["qemu_cpu"] == "cortex-a76"
 
 

@@ -36,6 +36,27 @@ def test_bit_exact_policy_catches_one_ulp():
     assert failed == {"raw bit-exact"}
 
 
+def test_float_tail_tolerates_ulps_but_not_real_differences():
+    """A guard that kept decoding in float: sigmoid/softmax kernels round differently on ARM and x86."""
+    host = _dump()
+    ulps = _dump()
+    ulps["0/raw"] = np.nextafter(ulps["0/raw"], np.float32(2))
+    ulps["0/detections"][:, :4] += 2e-5
+    assert all(c.passed for c in compare(host, ulps, "bit-exact", integer_graph=False))
+    assert not all(c.passed for c in compare(host, ulps, "bit-exact", integer_graph=True))
+    off = _dump(raw_shift=1e-3)
+    failed = {c.name for c in compare(host, off, "bit-exact", integer_graph=False) if not c.passed}
+    assert failed == {"raw within 1e-05 (float decode tail)"}
+
+
+def test_integer_graph_only_for_int8_without_float_levels():
+    from edgeprune.emulate import integer_graph
+
+    guard = lambda level: {"precision": "int8", "quantization": {"accuracy_guard": {"chosen": level}}}  # noqa: E731
+    assert integer_graph(guard("none")) and not integer_graph(guard("decode"))
+    assert not integer_graph({"precision": "fp32"})
+
+
 def test_pre_post_policy_tolerates_kernel_drift_but_not_lost_detections_or_decoding():
     host = _dump()
     drifted = _dump(raw_shift=0.01)
