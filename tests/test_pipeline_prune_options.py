@@ -13,6 +13,22 @@ from edgeprune.prune.replay import replay
 pytestmark = pytest.mark.slow
 
 
+def _deploy_until_export(target, tiny_data, tmp_path, monkeypatch):
+    """Run baseline, prune and fine-tune of a tiny deploy with this profile; stop before the export."""
+    import edgeprune.pipeline as pipeline
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt  # the export stage is not what these tests are about
+
+    monkeypatch.setattr(pipeline, "export_with_guard", stop)
+    request = DeployRequest(target=str(target), model="yolo11n.yaml", data=str(tiny_data), out=tmp_path / "dist",
+                            run_dir=tmp_path / "run", epochs=1, imgsz=64, calibration_images=4, baseline_epochs=1,
+                            eval_limit=4)
+    with pytest.raises(KeyboardInterrupt):
+        deploy(request)
+    return tmp_path / "run"
+
+
 def test_taylor_global_distill_stages(tiny_data, tmp_path, monkeypatch):
     profile = (PROJECT_ROOT / "targets" / "rpi.yaml").read_text()
     for key, value in (("prune_criterion", "taylor"), ("prune_global_ranking", "true"), ("distill_weight", "1.0")):
@@ -21,18 +37,7 @@ def test_taylor_global_distill_stages(tiny_data, tmp_path, monkeypatch):
     target = tmp_path / "rpi-options.yaml"
     target.write_text(profile)
 
-    import edgeprune.pipeline as pipeline
-
-    def stop(*args, **kwargs):
-        raise KeyboardInterrupt  # the export stage is not what this test is about
-
-    monkeypatch.setattr(pipeline, "export_with_guard", stop)
-    request = DeployRequest(target=str(target), model="yolo11n.yaml", data=str(tiny_data), out=tmp_path / "dist",
-                            run_dir=tmp_path / "run", epochs=1, imgsz=64, calibration_images=4, baseline_epochs=1,
-                            eval_limit=4)
-    with pytest.raises(KeyboardInterrupt):
-        deploy(request)
-    run = tmp_path / "run"
+    run = _deploy_until_export(target, tiny_data, tmp_path, monkeypatch)
     stages = json.loads((run / "manifest.json").read_text())["stages"]
     assert stages["prune"]["config"]["criterion"] == "taylor" and stages["prune"]["config"]["global_ranking"]
     assert "data" in stages["prune"]["inputs"], "taylor's scores depend on the data"
@@ -51,18 +56,7 @@ def test_iterative_prune_stage_fine_tunes_between_cuts(tiny_data, tmp_path, monk
     target = tmp_path / "rpi-steps.yaml"
     target.write_text(profile.replace("\nprune_steps: 1", "\nprune_steps: 2"))
 
-    import edgeprune.pipeline as pipeline
-
-    def stop(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(pipeline, "export_with_guard", stop)
-    request = DeployRequest(target=str(target), model="yolo11n.yaml", data=str(tiny_data), out=tmp_path / "dist",
-                            run_dir=tmp_path / "run", epochs=1, imgsz=64, calibration_images=4, baseline_epochs=1,
-                            eval_limit=4)
-    with pytest.raises(KeyboardInterrupt):
-        deploy(request)
-    run = tmp_path / "run"
+    run = _deploy_until_export(target, tiny_data, tmp_path, monkeypatch)
     stage = json.loads((run / "manifest.json").read_text())["stages"]["prune"]
     assert stage["config"]["steps"] == 2 and "data" in stage["inputs"]
     steps = stage["metrics"]["pruning"]["steps"]
