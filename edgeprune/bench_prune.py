@@ -63,11 +63,11 @@ def accuracy(checkpoint: Path, data: str, reductions, epochs: int, imgsz: int, w
     """mAP50-95 after `epochs` of fine-tuning at each FLOPs goal, and of the unpruned model (goal 0)."""
     from edgeprune.data.build import ensure_dataset
     from edgeprune.evaluate.detection import evaluate_model
-    from edgeprune.finetune.trainer import TrainConfig, train
+    from edgeprune.finetune.trainer import finetune_recipe, train
     from edgeprune.models.checkpoint import load_model
 
     dataset = ensure_dataset(data)
-    cfg = TrainConfig(epochs=epochs, imgsz=imgsz, lr0=0.01, warmup_epochs=0.0, close_mosaic=max(1, epochs // 3))
+    cfg = finetune_recipe(epochs, imgsz)
     base = load_model(checkpoint)
     start_map = evaluate_model(base, dataset, imgsz, desc="eval checkpoint")["map50_95"]
     rows = []
@@ -75,7 +75,8 @@ def accuracy(checkpoint: Path, data: str, reductions, epochs: int, imgsz: int, w
         model, result = (base, None) if goal == 0 else prune(base, PruneConfig(flops_reduction=goal, imgsz=imgsz))
         before = start_map if goal == 0 else evaluate_model(model, dataset, imgsz, desc=f"eval pruned {goal:.0%}")[
             "map50_95"]
-        tuned = train(load_model(checkpoint) if goal == 0 else model, dataset, cfg, work / f"goal{int(goal * 100)}")
+        student = load_model(checkpoint) if goal == 0 else model  # train() updates its module in place: not `base`
+        tuned = train(student, dataset, cfg, work / f"goal{int(goal * 100)}")
         after = evaluate_model(tuned, dataset, imgsz, desc=f"eval tuned {goal:.0%}")["map50_95"]
         rows.append({"checkpoint": str(checkpoint), "flops_goal": goal, "epochs": epochs, "imgsz": imgsz,
                      "flops_removed": 0.0 if result is None else round(result.flops_reduction, 3),

@@ -85,9 +85,10 @@ def _cmd_emulate(args) -> None:
     target = load_target(args.target)
     images = [Path(p) for p in args.images] if args.images else list(ensure_dataset(args.data).val_images[:args.count])
     bundle = Path(args.bundle or f"dist/{target.name}")
-    report = emulate(bundle, target, images, Path(args.out or f"runs/emulate/{target.name}"), qemu_cpu=args.qemu_cpu)
+    out = Path(args.out or f"runs/emulate/{target.name}")
+    report = emulate(bundle, target, images, out, qemu_cpu=args.qemu_cpu)
     print(summary(report))
-    print(f"report: {Path(args.out or f'runs/emulate/{target.name}') / 'report.json'}")
+    print(f"report: {out / 'report.json'}")
     if not report["pass"]:
         raise SystemExit(1)
 
@@ -125,7 +126,7 @@ def _cmd_finetune(args) -> None:
 
     from edgeprune.data.build import ensure_dataset
     from edgeprune.evaluate.detection import evaluate_model
-    from edgeprune.finetune.trainer import TrainConfig, train
+    from edgeprune.finetune.trainer import finetune_recipe, train
     from edgeprune.models.checkpoint import check_classes, load_model, param_count, save_model
 
     dataset = ensure_dataset(args.data)
@@ -135,10 +136,9 @@ def _cmd_finetune(args) -> None:
     if args.teacher:
         teacher = load_model(args.teacher)
         check_classes(teacher, dataset.names, args.teacher, args.data)
-    cfg = TrainConfig(epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, lr0=args.lr0, seed=args.seed,
-                      warmup_epochs=0.0, close_mosaic=max(1, args.epochs // 3),  # the deploy pipeline's recipe
-                      distill_weight=args.distill_weight if teacher is not None else 0.0,
-                      distill_temperature=args.temperature)
+    cfg = finetune_recipe(args.epochs, args.imgsz, batch=args.batch, lr0=args.lr0, seed=args.seed,
+                          distill_weight=args.distill_weight if teacher is not None else 0.0,
+                          distill_temperature=args.temperature)
     out = Path(args.out)
     work_dir = Path(args.work_dir) if args.work_dir else out.parent / f"{out.stem}-train"
     before = evaluate_model(model, dataset, args.imgsz, desc="eval input")["map50_95"]

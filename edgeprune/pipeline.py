@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -31,13 +30,13 @@ from edgeprune.evaluate.latency import measure
 from edgeprune.evaluate.model_stats import model_stats
 from edgeprune.evaluate.roofline import activation_elements, estimate_latency_ms
 from edgeprune.export.registry import get_exporter
-from edgeprune.finetune.trainer import TrainConfig, train
+from edgeprune.finetune.trainer import TrainConfig, finetune_recipe, train
 from edgeprune.manifest import Manifest, atomic_write_json, jsonable, sha256_file
 from edgeprune.models.checkpoint import build_from_yaml, check_classes, load_model, save_model
 from edgeprune.prune.iterative import iterative_prune
 from edgeprune.prune.structured import DATA_CRITERIA, PruneConfig, prune
 from edgeprune.quantize.calibration import calibration_set
-from edgeprune.quantize.guard import export_with_guard
+from edgeprune.quantize.guard import export_with_guard, move_into
 from edgeprune.targets import Target, load_target
 
 DEFAULT_BASELINE = PROJECT_ROOT / "baselines" / "yolo11n-synth.pt"
@@ -105,23 +104,23 @@ def quantization_aware_retry(exporter, tuned, artefact: Path, imgsz: int, calib,
     """PTQ missed the budget: fine-tune through fake INT8 (edgeprune.quantize.qat), export again with the guard,
     and keep whichever artefact is more accurate (the QAT one replaces the PTQ files only if it wins)."""
     mode = "asymmetric" if target.runtime == "tflite" else "symmetric"
-    cfg = TrainConfig(epochs=target.qat_epochs, imgsz=imgsz, lr0=0.001, warmup_epochs=0.0,
-                      close_mosaic=target.qat_epochs, qat=mode)
+    cfg = finetune_recipe(target.qat_epochs, imgsz, lr0=0.001, close_mosaic=target.qat_epochs, qat=mode)
     print(f"  INT8 guard: PTQ missed the budget; quantization-aware fine-tuning for {cfg.epochs} epochs ({mode})")
     qat_model = train(copy.deepcopy(tuned), dataset, cfg, work_dir)  # train() updates its module in place
     with tempfile.TemporaryDirectory(prefix=".qat-", dir=artefact.parent) as tmp:
         candidate = Path(tmp) / artefact.name
         out = export_with_guard(exporter, qat_model, candidate, imgsz, target.precision, calib, reference,
                                 target.max_map_drop, measure_file)
-        out["accuracy_guard"].update(qat={"epochs": cfg.epochs, "mode": mode, "ptq_map50_95": ptq["map50_95"],
-                                          "qat_map50_95": out["map50_95"], "kept": out["map50_95"] > ptq["map50_95"]})
+        wins = out["map50_95"] > ptq["map50_95"]
+        summary = {"epochs": cfg.epochs, "mode": mode, "ptq_map50_95": ptq["map50_95"],
+                   "qat_map50_95": out["map50_95"], "kept": wins}
         print(f"  INT8 guard: QAT artefact {out['map50_95']:.4f} vs PTQ {ptq['map50_95']:.4f} -> keeping "
-              f"{'QAT' if out['map50_95'] > ptq['map50_95'] else 'PTQ'}")
-        if out["map50_95"] <= ptq["map50_95"]:
-            ptq["accuracy_guard"]["qat"] = out["accuracy_guard"]["qat"]
+              f"{'QAT' if wins else 'PTQ'}")
+        if not wins:
+            ptq["accuracy_guard"]["qat"] = summary
             return ptq
-        for item in Path(tmp).iterdir():  # same filesystem: each rename is atomic
-            os.replace(item, artefact.parent / item.name)
+        out["accuracy_guard"]["qat"] = summary
+        move_into(Path(tmp), artefact.parent)
     return out
 
 
@@ -195,8 +194,9 @@ def deploy(req: DeployRequest) -> DeployResult:
                             round_to=target.round_to, imgsz=imgsz, global_ranking=target.prune_global_ranking)
     pruned_pt, record = run_dir / "prune" / "model.pt", run_dir / "prune" / "record.json"
     scores_with_data = prune_cfg.criterion in DATA_CRITERIA  # taylor: loss gradients on train images
+    epochs_between = max(1, target.finetune_epochs // target.prune_steps)  # iterative pruning only
     prune_config = {**asdict(prune_cfg), **({"loss_images": LOSS_IMAGES} if scores_with_data else {}),
-                    **({"steps": target.prune_steps, "epochs_between": target.finetune_epochs // target.prune_steps}
+                    **({"steps": target.prune_steps, "epochs_between": epochs_between}
                        if target.prune_steps > 1 else {})}
     prune_inputs = {"model": sha256_file(base_pt),
                     **({"data": data_sha} if scores_with_data or target.prune_steps > 1 else {})}
@@ -205,8 +205,7 @@ def deploy(req: DeployRequest) -> DeployResult:
         batches = (lambda: loss_batches(dataset, imgsz, LOSS_IMAGES)) if scores_with_data else (lambda: None)
         steps_log = []
         if target.prune_steps > 1:  # cut in steps with fine-tuning between; the finetune stage follows the last
-            between = TrainConfig(epochs=max(1, target.finetune_epochs // target.prune_steps), imgsz=imgsz, lr0=0.01,
-                                  warmup_epochs=0.0, close_mosaic=1)
+            between = finetune_recipe(epochs_between, imgsz, close_mosaic=1)
             pruned, result, steps_log = iterative_prune(
                 load_model(base_pt), prune_cfg, target.prune_steps,
                 lambda model, step: train(model, dataset, between, run_dir / "prune" / f"step{step}"), batches)
@@ -224,9 +223,8 @@ def deploy(req: DeployRequest) -> DeployResult:
     metrics["prune"] = stages.run("prune", prune_config, prune_inputs, [pruned_pt, record], prune_stage)
 
     # 3. fine-tuning that keeps the pruned architecture
-    train_cfg = TrainConfig(epochs=target.finetune_epochs, imgsz=imgsz, lr0=0.01, warmup_epochs=0.0,
-                            close_mosaic=max(1, target.finetune_epochs // 3), distill_weight=target.distill_weight,
-                            distill_temperature=target.distill_temperature)
+    train_cfg = finetune_recipe(target.finetune_epochs, imgsz, distill_weight=target.distill_weight,
+                                distill_temperature=target.distill_temperature)
     tuned_pt = run_dir / "finetune" / "model.pt"
     distilling = train_cfg.distill_weight > 0  # the unpruned baseline teaches the pruned student
 

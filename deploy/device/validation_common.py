@@ -125,7 +125,9 @@ def input_images(args) -> list[tuple[np.ndarray, str]]:
 
 
 def input_image(args) -> tuple[np.ndarray, str]:
-    """The image that is timed."""
+    """The image that is timed (the first one): the others are only read when outputs are dumped."""
+    if args.image:
+        return load_image(args.image[0]), str(args.image[0])
     return input_images(args)[0]
 
 

@@ -19,8 +19,8 @@ from ultralytics.utils import torch_utils
 from edgeprune.data.dataset import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.finetune import distill
-from edgeprune.quantize import qat
 from edgeprune.models.checkpoint import load_model, model_nc, param_count
+from edgeprune.quantize import qat
 
 torch_utils.NUM_THREADS = os.cpu_count() or 1  # Ultralytics leaves one core idle; on 2 cores that halves speed
 
@@ -50,6 +50,12 @@ class TrainConfig:
         if not values["device"]:
             values.pop("device")
         return values
+
+
+def finetune_recipe(epochs: int, imgsz: int, **changes) -> TrainConfig:
+    """The recipe deploy uses after pruning: full lr at once (the weights are trained), no mosaic for the last third."""
+    values = {"lr0": 0.01, "warmup_epochs": 0.0, "close_mosaic": max(1, epochs // 3), **changes}
+    return TrainConfig(epochs=epochs, imgsz=imgsz, **values)
 
 
 class _KeepArchitectureTrainer(DetectionTrainer):

@@ -50,8 +50,13 @@ def export_with_guard(exporter, model: torch.nn.Module, artefact: Path, imgsz: i
             if drop <= max_drop:
                 break
         level, metrics, folder = best
-        for item in folder.iterdir():  # same filesystem: each rename is atomic
-            os.replace(item, artefact.parent / item.name)
+        move_into(folder, artefact.parent)
     metrics["accuracy_guard"] = {"reference_map50_95": reference_map, "max_drop": max_drop, "chosen": level,
                                  "within_budget": reference_map - metrics["map50_95"] <= max_drop, "tried": tried}
     return metrics
+
+
+def move_into(folder: Path, destination: Path) -> None:
+    """Move a staged candidate's files next to the final artefact (same filesystem: each rename is atomic)."""
+    for item in folder.iterdir():
+        os.replace(item, destination / item.name)
