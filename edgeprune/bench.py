@@ -54,7 +54,7 @@ def _ultralytics_export(checkpoint: Path, fmt: str, int8: bool, data_yaml: Path,
 
 
 def run(model_path: Path, data: str, imgsz: int, calibration_images: int, threads: int, out: Path,
-        limit: int | None = None, max_drop: float = 0.01) -> dict:
+        limit: int | None = None, max_drop: float = 0.01, search_units: int = 6) -> dict:
     torch.set_num_threads(threads)
     dataset = ensure_dataset(data)
     model = load_model(model_path)
@@ -72,7 +72,8 @@ def run(model_path: Path, data: str, imgsz: int, calibration_images: int, thread
             start = time.time()
             if precision == "int8":  # what a bundle ships: the accuracy guard's choice, measured on the file
                 row = export_with_guard(exporter, model, path, imgsz, precision, calib, reference["map50_95"],
-                                        max_drop, lambda f: _measure_file(f, dataset, imgsz, threads, True, limit))
+                                        max_drop, lambda f: _measure_file(f, dataset, imgsz, threads, True, limit),
+                                        search_units)
             else:
                 exporter.export(model, path, imgsz, precision, None)
                 row = _measure_file(path, dataset, imgsz, threads, True, limit)

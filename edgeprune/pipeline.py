@@ -110,7 +110,7 @@ def quantization_aware_retry(exporter, tuned, artefact: Path, imgsz: int, calib,
     with tempfile.TemporaryDirectory(prefix=".qat-", dir=artefact.parent) as tmp:
         candidate = Path(tmp) / artefact.name
         out = export_with_guard(exporter, qat_model, candidate, imgsz, target.precision, calib, reference,
-                                target.max_map_drop, measure_file)
+                                target.max_map_drop, measure_file, target.guard_search_units)
         wins = out["map50_95"] > ptq["map50_95"]
         summary = {"epochs": cfg.epochs, "mode": mode, "ptq_map50_95": ptq["map50_95"],
                    "qat_map50_95": out["map50_95"], "kept": wins}
@@ -247,7 +247,7 @@ def deploy(req: DeployRequest) -> DeployResult:
     artefact = run_dir / export_name / f"model_{target.precision}{exporter.caps.suffix}"
     export_cfg = {"format": target.artefact, "precision": target.precision, "imgsz": imgsz,
                   "calibration_images": target.calibration_images, "max_map_drop": target.max_map_drop,
-                  "guard_levels": list(exporter.caps.guard_levels),
+                  "guard_levels": list(exporter.caps.guard_levels), "guard_search_units": target.guard_search_units,
                   "code": source_hash("export", "quantize")}  # changed export/quantization code re-runs the export
 
     def export_stage():
@@ -259,7 +259,7 @@ def deploy(req: DeployRequest) -> DeployResult:
         reference = metrics["finetune" if "finetune" in metrics else "prune"]["map50_95"]
         measure_file = lambda path: artefact_metrics(path, dataset, imgsz, req, tuned)  # noqa: E731
         out = export_with_guard(exporter, tuned, artefact, imgsz, target.precision, calib, reference,
-                                target.max_map_drop, measure_file)
+                                target.max_map_drop, measure_file, target.guard_search_units)
         if target.precision == "int8" and target.qat_epochs > 0 and not out["accuracy_guard"]["within_budget"]:
             out = quantization_aware_retry(exporter, tuned, artefact, imgsz, calib, reference, target, dataset,
                                            run_dir / f"qat-{target.name}", measure_file, out)

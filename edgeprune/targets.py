@@ -73,6 +73,7 @@ class Target:
     qat_epochs: int = 0  # > 0: when PTQ misses max_map_drop, fine-tune this many epochs through fake INT8 and retry
     calibration_images: int = 200
     max_map_drop: float = 0.01  # allowed mAP50-95 loss of the INT8 artefact vs its FP32 model
+    guard_search_units: int = 6  # when every guard level misses: float at most this many blocks found by search
     hardware: Hardware = field(default_factory=Hardware)
     validation: Validation = field(default_factory=Validation)
     emulation: Emulation = field(default_factory=Emulation)

@@ -9,7 +9,7 @@ import torch
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.export.graph import deploy_graph
-from edgeprune.export.registry import Capabilities, register
+from edgeprune.export.registry import Capabilities, ExportCache, register
 from edgeprune.manifest import atomic_write_bytes
 
 OPSET = 17
@@ -45,7 +45,9 @@ class OnnxExporter:
                         guard_levels=("none", "decode", "head", "head/percentile"))
 
     def export(self, model, out: Path, imgsz: int, precision: str = "fp32", calibration=None,
-               float_scope: str = "none") -> Path:
+               float_scope: str = "none", float_units: tuple = (), cache: ExportCache | None = None) -> Path:
+        """`float_scope`/`float_units`: what INT8 keeps in float (edgeprune.quantize.guard); `cache` shares the
+        FP32 export and calibration between the guard's candidates."""
         if precision == "fp32":
             return export_fp32(model, imgsz, out)
         if precision == "fp16":
@@ -54,8 +56,9 @@ class OnnxExporter:
             from edgeprune.quantize.onnx_qdq import quantize_qdq
 
             with tempfile.TemporaryDirectory(prefix="edgeprune-onnx8-") as tmp:
-                fp32 = export_fp32(model, imgsz, Path(tmp) / "fp32.onnx")
-                return quantize_qdq(fp32, calibration, out, float_scope)
+                cache = cache or ExportCache(Path(tmp))
+                fp32 = cache.get(f"fp32_{imgsz}.onnx", lambda path: export_fp32(model, imgsz, path))
+                return quantize_qdq(fp32, calibration, out, float_scope, float_units, cache)
         raise EdgepruneError(f"onnx export does not support precision {precision!r}", "use fp32, fp16 or int8")
 
 

@@ -8,9 +8,10 @@ so a missing optional backend disables one format with a reason instead of break
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -34,6 +35,26 @@ class Exporter(Protocol):
 
     def export(self, model: torch.nn.Module, out: Path, imgsz: int, precision: str,
                calibration: np.ndarray | None) -> Path: ...
+
+
+T = TypeVar("T")
+
+
+class ExportCache:
+    """Intermediate results that the INT8 guard's candidates share: one FP32 conversion, one calibration.
+
+    `get(key, build)` calls `build(path)` once per key, with a fresh path inside the cache folder
+    for whatever file it writes, and returns its result every later time."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._items: dict[str, object] = {}
+
+    def get(self, key: str, build: Callable[[Path], T]) -> T:
+        if key not in self._items:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._items[key] = build(self.folder / key)
+        return self._items[key]
 
 
 _REGISTRY: dict[str, Exporter] = {}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.export.onnx import OnnxExporter, export_fp16
-from edgeprune.export.registry import Capabilities, register
+from edgeprune.export.registry import Capabilities, ExportCache, register
 from edgeprune.manifest import atomic_write_text
 from edgeprune.quantize.onnx_qdq import qdq_checks
 
@@ -81,11 +81,11 @@ class TensorRTExporter:
                         guard_levels=("none", "decode", "head", "head/percentile"))
 
     def export(self, model, out: Path, imgsz: int, precision: str = "int8", calibration=None,
-               float_scope: str = "none") -> Path:
+               float_scope: str = "none", float_units: tuple = (), cache: ExportCache | None = None) -> Path:
         folder = out.parent
         fp16 = export_fp16(model, imgsz, folder / "model_fp16.onnx")
         if precision == "int8":
-            OnnxExporter().export(model, out, imgsz, "int8", calibration, float_scope)
+            OnnxExporter().export(model, out, imgsz, "int8", calibration, float_scope, float_units, cache)
             check_for_tensorrt(out)
         elif precision == "fp16":
             out.write_bytes(fp16.read_bytes())

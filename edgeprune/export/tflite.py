@@ -15,8 +15,9 @@ import torch
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.export.graph import deploy_graph
-from edgeprune.export.registry import Capabilities, register
+from edgeprune.export.registry import Capabilities, ExportCache, register
 from edgeprune.manifest import atomic_write_bytes
+from edgeprune.quantize.sensitivity import tflite_pattern
 
 SIGNATURE = "serving_default"
 # ai-edge-quantizer matches op scopes (output tensor names + ";"); litert-torch names tensors by module path.
@@ -37,13 +38,9 @@ def convert_fp32(model: torch.nn.Module, imgsz: int, out: Path) -> Path:
     return out
 
 
-def quantize_int8(fp32_path: Path, calibration: np.ndarray, out: Path, float_ops: tuple[str, ...] = ()) -> Path:
-    """Static INT8 with ai-edge-quantizer; `float_ops` are tensor-name regexes kept in float."""
+def _quantizer(fp32_path: Path, float_ops: tuple[str, ...]):
     from ai_edge_quantizer import qtyping, quantizer, recipe
 
-    if calibration is None or len(calibration) == 0:
-        raise EdgepruneError("INT8 export needs calibration images, but the calibration set is empty",
-                             "point DATA at a dataset whose train split has images, or raise calibration_images")
     qt = quantizer.Quantizer(str(fp32_path))
     qt.load_quantization_recipe(recipe.static_wi8_ai8())
     for op in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
@@ -51,10 +48,25 @@ def quantize_int8(fp32_path: Path, calibration: np.ndarray, out: Path, float_ops
     for regex in float_ops:
         qt.update_quantization_recipe(regex=regex, operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
                                       algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
+    return qt
+
+
+def calibrate(fp32_path: Path, calibration: np.ndarray) -> dict:
+    """Activation ranges of every tensor of the float graph: valid for any choice of ops kept in float."""
+    if calibration is None or len(calibration) == 0:
+        raise EdgepruneError("INT8 export needs calibration images, but the calibration set is empty",
+                             "point DATA at a dataset whose train split has images, or raise calibration_images")
     input_name = _input_name(fp32_path)
     samples = [{input_name: calibration[i : i + 1].astype(np.float32)} for i in range(len(calibration))]
-    result = qt.calibrate({SIGNATURE: samples})
-    qt.quantize(calibration_result=result).export_model(str(out), overwrite=True)
+    return _quantizer(fp32_path, ()).calibrate({SIGNATURE: samples})
+
+
+def quantize_int8(fp32_path: Path, calibration: np.ndarray, out: Path, float_ops: tuple[str, ...] = (),
+                  ranges: dict | None = None) -> Path:
+    """Static INT8 with ai-edge-quantizer; `float_ops` are tensor-name regexes kept in float. `ranges`
+    (from `calibrate`) skips calibrating again."""
+    ranges = ranges if ranges is not None else calibrate(fp32_path, calibration)
+    _quantizer(fp32_path, float_ops).quantize(calibration_result=ranges).export_model(str(out), overwrite=True)
     return out
 
 
@@ -72,14 +84,19 @@ class TFLiteExporter:
                         description="LiteRT flatbuffer for Raspberry Pi / Android CPUs (XNNPACK); INT8 via ai-edge-quantizer",
                         guard_levels=("none", "decode", "head"))
 
-    def export(self, model, out: Path, imgsz: int, precision: str, calibration=None, float_scope: str = "none") -> Path:
-        """`float_scope` keeps part of the graph in float32: "decode" (box/score decoding), "head" (+ final convs)."""
+    def export(self, model, out: Path, imgsz: int, precision: str, calibration=None, float_scope: str = "none",
+               float_units: tuple = (), cache: ExportCache | None = None) -> Path:
+        """`float_scope` keeps part of the graph in float32: "decode" (box/score decoding), "head" (+ final convs);
+        `float_units` (edgeprune.quantize.sensitivity) adds whole blocks. `cache` shares the FP32 conversion
+        and the calibration between the accuracy guard's candidates."""
+        if precision not in ("int8", "fp32"):
+            raise EdgepruneError(f"tflite export does not support precision {precision!r}", "use int8 or fp32")
         with tempfile.TemporaryDirectory(prefix="edgeprune-tflite-") as tmp:
-            fp32 = convert_fp32(model, imgsz, Path(tmp) / "model_fp32.tflite")
-            final = fp32
+            cache = cache or ExportCache(Path(tmp))
+            final = fp32 = cache.get(f"fp32_{imgsz}.tflite", lambda path: convert_fp32(model, imgsz, path))
             if precision == "int8":
-                final = quantize_int8(fp32, calibration, Path(tmp) / "model_int8.tflite", FLOAT_SCOPES[float_scope])
-            elif precision != "fp32":
-                raise EdgepruneError(f"tflite export does not support precision {precision!r}", "use int8 or fp32")
+                ranges = cache.get("calibration", lambda _: calibrate(fp32, calibration))
+                float_ops = FLOAT_SCOPES[float_scope] + tuple(tflite_pattern(u) for u in float_units)
+                final = quantize_int8(fp32, calibration, Path(tmp) / "model_int8.tflite", float_ops, ranges)
             atomic_write_bytes(out, final.read_bytes())
         return out

@@ -5,8 +5,11 @@ mAP50-95 against the same model in PyTorch FP32): everything INT8; box/score dec
 (DFL softmax and integral, dist2bbox, sigmoid: tiny compute, large quantization error); plus the
 head's final box/class convolutions; for ONNX/TensorRT, that again with percentile instead of
 min/max activation ranges. A level that cannot be built (e.g. percentile histograms of a constant
-tensor) is recorded as failed and skipped. If none fits, the most accurate candidate is kept and the
-report says the budget was missed. Every candidate is measured by running the exported file.
+tensor) is recorded as failed and skipped. If every level misses, a per-model sensitivity search
+(edgeprune.quantize.sensitivity) floats this model's worst blocks on top of the best level, one at
+a time, until the budget holds or `search_units` blocks are floated. If nothing fits, the most
+accurate candidate is kept and the report says the budget was missed. Every candidate is measured
+by running the exported file; all candidates share one FP32 conversion and one calibration.
 """
 
 from __future__ import annotations
@@ -20,40 +23,88 @@ import numpy as np
 import torch
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.export.registry import ExportCache
+from edgeprune.quantize import sensitivity
 
 
 def export_with_guard(exporter, model: torch.nn.Module, artefact: Path, imgsz: int, precision: str,
                       calibration: np.ndarray | None, reference_map: float, max_drop: float,
-                      measure: Callable[[Path], dict]) -> dict:
+                      measure: Callable[[Path], dict], search_units: int = 0) -> dict:
+    tunable = precision == "int8" and len(exporter.caps.guard_levels) > 1
     levels = exporter.caps.guard_levels if precision == "int8" else ("none",)
+    fits = lambda value: reference_map - value <= max_drop  # noqa: E731
     tried, best = [], None
     artefact.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".guard-", dir=artefact.parent) as tmp:
-        for level in levels:
-            folder = Path(tmp) / level
+        cache = ExportCache(Path(tmp) / "cache")
+
+        def build(level: str, units: tuple = (), name: str | None = None) -> Path:
+            folder = Path(tmp) / (name or level.replace("/", "-"))
             folder.mkdir()
-            kwargs = {"float_scope": level} if len(exporter.caps.guard_levels) > 1 else {}
+            kwargs = {"float_scope": level, "float_units": units, "cache": cache} if tunable else {}
+            return exporter.export(model, folder / artefact.name, imgsz, precision, calibration, **kwargs)
+
+        def keep(label: str, path: Path, metrics: dict, units: tuple = ()) -> None:
+            nonlocal best
+            drop = round(reference_map - metrics["map50_95"], 4)
+            tried.append({"float_scope": label, "map50_95": metrics["map50_95"], "drop": drop,
+                          **({"float_units": [u.name for u in units]} if units else {})})
+            if best is None or metrics["map50_95"] > best[1]["map50_95"]:
+                best = (label, metrics, path.parent, units)
+
+        for level in levels:
             try:
-                exporter.export(model, folder / artefact.name, imgsz, precision, calibration, **kwargs)
+                path = build(level)
             except EdgepruneError as error:
                 if level == levels[0]:
                     raise
                 tried.append({"float_scope": level, "map50_95": None, "drop": None, "failed": error.problem})
                 print(f"  INT8 guard: float_scope={level}: skipped ({error.problem})")
                 continue
-            metrics = measure(folder / artefact.name)
-            drop = round(reference_map - metrics["map50_95"], 4)
-            tried.append({"float_scope": level, "map50_95": metrics["map50_95"], "drop": drop})
-            print(f"  INT8 guard: float_scope={level}: mAP50-95 {metrics['map50_95']:.4f} (drop {drop:+.4f})")
-            if best is None or metrics["map50_95"] > best[1]["map50_95"]:
-                best = (level, metrics, folder)
-            if drop <= max_drop:
+            metrics = measure(path)
+            keep(level, path, metrics)
+            print(f"  INT8 guard: float_scope={level}: mAP50-95 {metrics['map50_95']:.4f} "
+                  f"(drop {tried[-1]['drop']:+.4f})")
+            if fits(metrics["map50_95"]):
                 break
-        level, metrics, folder = best
+        search = None
+        if tunable and search_units > 0 and not fits(best[1]["map50_95"]):
+            base = best[0]
+            search = _search(model, imgsz, calibration, base, best[1]["map50_95"], search_units, measure, fits,
+                             lambda units, name: build(base, units, name))
+            for candidate, metrics in search.pop("candidates"):
+                keep(f"{base}+search", candidate.path, metrics, candidate.units)
+        label, metrics, folder, units = best
         move_into(folder, artefact.parent)
-    metrics["accuracy_guard"] = {"reference_map50_95": reference_map, "max_drop": max_drop, "chosen": level,
-                                 "within_budget": reference_map - metrics["map50_95"] <= max_drop, "tried": tried}
+    chosen = "+".join([label.removesuffix("+search"), *(u.name for u in units)])
+    metrics["accuracy_guard"] = {"reference_map50_95": reference_map, "max_drop": max_drop, "chosen": chosen,
+                                 "float_units": [u.name for u in units],
+                                 "within_budget": fits(metrics["map50_95"]), "tried": tried,
+                                 **({"sensitivity": search} if search else {})}
     return metrics
+
+
+def _search(model, imgsz: int, calibration: np.ndarray, base: str, base_map: float, max_units: int, measure, fits,
+            build) -> dict:
+    """Rank this model's units on calibration images, then float the worst ones until the budget holds."""
+    from edgeprune import runtimes
+    from edgeprune.export.graph import denormalize, deploy_graph
+
+    images = calibration[: sensitivity.RANK_IMAGES].astype(np.float32)
+    graph = deploy_graph(model, imgsz)
+    with torch.inference_mode():
+        reference = denormalize(graph(torch.from_numpy(images)).numpy(), imgsz, graph.end2end)
+
+    def run(path: Path, x: np.ndarray) -> np.ndarray:
+        runner = runtimes.load(path, threads=2, imgsz=imgsz)
+        return np.concatenate([runner.run(x[i : i + 1]) for i in range(len(x))])
+
+    print(f"  INT8 guard: every level misses the budget; ranking blocks by INT8 sensitivity (base {base})")
+    units = sensitivity.float_units(model)
+    ranked = sensitivity.rank_units(build, run, reference, images, units)
+    candidates = sensitivity.greedy([r["unit"] for r in ranked], max_units, build, measure, fits, base_map)
+    return {"base": base, "images": len(images), "candidates": candidates,
+            "ranking": [{**r, "unit": r["unit"].name} for r in ranked]}
 
 
 def move_into(folder: Path, destination: Path) -> None:

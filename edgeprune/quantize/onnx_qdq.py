@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.export.registry import ExportCache
 from edgeprune.manifest import atomic_write_bytes
 
 QUANTIZED_OPS = ("Conv",)
@@ -39,12 +40,14 @@ def parse_level(level: str) -> tuple[str, str]:
     return scope, method
 
 
-def float_nodes(fp32_onnx: Path, float_scope: str) -> list[str]:
+def float_nodes(fp32_onnx: Path, float_scope: str, float_units: tuple = ()) -> list[str]:
     import re
 
     import onnx
 
-    patterns = FLOAT_NODE_PATTERNS[float_scope]
+    from edgeprune.quantize.sensitivity import onnx_pattern
+
+    patterns = FLOAT_NODE_PATTERNS[float_scope] + tuple(onnx_pattern(u) for u in float_units)
     return [n.name for n in onnx.load(str(fp32_onnx)).graph.node if any(re.search(p, n.name) for p in patterns)]
 
 
@@ -58,8 +61,11 @@ class _Reader:
         return next(self.items, None)
 
 
-def quantize_qdq(fp32_onnx: Path, calibration: np.ndarray, out: Path, float_scope: str = "none") -> Path:
-    """`float_scope` is a guard level: which nodes stay float, optionally "/percentile" calibration."""
+def quantize_qdq(fp32_onnx: Path, calibration: np.ndarray, out: Path, float_scope: str = "none",
+                 float_units: tuple = (), cache: ExportCache | None = None) -> Path:
+    """`float_scope` is a guard level: which nodes stay float, optionally "/percentile" calibration;
+    `float_units` adds whole blocks (edgeprune.quantize.sensitivity). `cache` keeps the pre-processed
+    graph and the activation ranges (per method) for the guard's next candidate."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -72,11 +78,14 @@ def quantize_qdq(fp32_onnx: Path, calibration: np.ndarray, out: Path, float_scop
     ranges = ({"calibrate_method": CalibrationMethod.Percentile, "extra": {"CalibPercentile": PERCENTILE}}
               if method == "percentile" else {"calibrate_method": CalibrationMethod.MinMax, "extra": {}})
     with tempfile.TemporaryDirectory(prefix="edgeprune-qdq-") as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
+        cache = cache or ExportCache(Path(tmp))
+        prepared = cache.get("prepared.onnx", lambda path: quant_pre_process(
+            str(fp32_onnx), str(path), skip_symbolic_shape=True) or path)
+        ranges["cache"] = cache.folder / f"ranges_{method}.json"  # written by the first quantization, read after
         quantized = Path(tmp) / "qdq.onnx"
         try:
-            _quantize(prepared, quantized, _Reader(input_name, calibration), ranges, float_nodes(fp32_onnx, scope))
+            _quantize(prepared, quantized, _Reader(input_name, calibration), ranges,
+                      float_nodes(fp32_onnx, scope, float_units))
         except ValueError as error:  # percentile histograms cannot bin a constant tensor
             raise EdgepruneError(f"INT8 calibration ({method}) failed: {error}",
                                  "use another guard level (min/max calibration)") from None
@@ -90,7 +99,7 @@ def _quantize(prepared: Path, quantized: Path, reader, ranges: dict, exclude: li
     quantize_static(str(prepared), str(quantized), reader,
                     quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS),
                     per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=ranges["calibrate_method"],
+                    calibrate_method=ranges["calibrate_method"], calibration_cache_path=ranges["cache"],
                     nodes_to_exclude=exclude,
                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, **ranges["extra"]})
 

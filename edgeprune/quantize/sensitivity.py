@@ -1,0 +1,147 @@
+"""Per-model INT8 sensitivity search: which blocks to keep in float, found by measurement.
+
+When the guard's fixed levels still miss the mAP budget, the model is split into units (each
+top-level block of `model.model`, and each detection scale of the head) and ranked by how much
+keeping that one unit in float repairs the INT8 output, measured against the FP32 model on a few
+calibration images (train split: the val split stays for the budget check). The worst units are
+then floated one at a time, in ranked order, and each candidate's mAP50-95 is measured on the val
+split by running the exported file; a unit stays float only if that raised the mAP, until the drop
+fits the budget or `max_units` are floated.
+
+Ranking compares decoded detections, not raw tensors, so it reads both head layouts (anchors x
+(4 + nc), and the end-to-end top-k of YOLOv10/YOLO26) and weighs what a user sees: a unit that
+moves confident boxes matters, one that perturbs background scores does not. Ties (e.g. no
+detections at all) are broken by the relative L2 error of the raw output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+AGREEMENT_CONF = 0.1  # detections compared above this score: what a deployed threshold would keep and more
+RANK_IMAGES = 16  # calibration images used to rank units (~0.1 s each through LiteRT/ONNX Runtime)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A part of the network the search may keep in float: a top-level block, or one head scale."""
+    block: int  # index into model.model
+    scale: int | None = None  # head only: that scale's box and class branches (cv2.k, cv3.k, one2one_*)
+
+    @property
+    def name(self) -> str:
+        return f"model.{self.block}" if self.scale is None else f"model.{self.block}.scale{self.scale}"
+
+
+def float_units(model: nn.Module) -> list[Unit]:
+    """Blocks that hold convolutions (Upsample/Concat have nothing to quantize), then the head's scales."""
+    layers = model.model
+    head = len(layers) - 1
+    units = [Unit(i) for i, block in enumerate(layers[:head])
+             if any(isinstance(m, nn.Conv2d) for m in block.modules())]
+    return units + [Unit(head, k) for k in range(int(getattr(layers[head], "nl", 0)))]
+
+
+def onnx_pattern(unit: Unit) -> str:
+    """torch.onnx names nodes by module path: /model/model.<block>/... (DeployGraph wraps the model)."""
+    if unit.scale is None:
+        return rf"^/model/model\.{unit.block}/"
+    return rf"^/model/model\.{unit.block}/(one2one_)?cv[23]\.{unit.scale}/"
+
+
+def tflite_pattern(unit: Unit) -> str:
+    """litert-torch names tensors <Class>_<attribute or index> per module; ModuleList entries are Sequential_<k>."""
+    block = rf"DetectionModel_model/[\w.]+_{unit.block}"
+    if unit.scale is None:
+        return block + "[/;]"
+    return block + rf"/torch\.nn\.modules\.container\.Sequential_{unit.scale}/"
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    from torchvision.ops import box_iou
+
+    return box_iou(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+
+
+def _covered(dets: np.ndarray, others: np.ndarray) -> tuple[float, float]:
+    """(score-weighted sum of how well `others` reproduce each of `dets`, sum of their scores).
+
+    A detection is reproduced by its best same-class box: IoU x the ratio of the two scores."""
+    if len(dets) == 0 or len(others) == 0:
+        return 0.0, float(dets[:, 4].sum()) if len(dets) else 0.0
+    iou = _box_iou(dets[:, :4], others[:, :4])
+    iou[dets[:, None, 5] != others[None, :, 5]] = 0
+    best = iou.argmax(1)
+    s, t = dets[:, 4], others[best, 4]
+    quality = iou[np.arange(len(dets)), best] * np.minimum(s, t) / np.maximum(np.maximum(s, t), 1e-9)
+    return float((s * quality).sum()), float(s.sum())
+
+
+def detection_error(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """0 when the candidate's detections equal the reference's, 1 when none match, counting both the
+    reference's detections it loses and the spurious ones it adds (weighted by score)."""
+    from edgeprune.evaluate.detection import decode
+
+    errors = []
+    for ref, cand in zip(decode(reference, conf=AGREEMENT_CONF), decode(candidate, conf=AGREEMENT_CONF)):
+        (a, wa), (b, wb) = _covered(ref, cand), _covered(cand, ref)
+        errors.append(1.0 - (a + b) / (wa + wb) if wa + wb > 0 else 0.0)
+    return float(np.mean(errors))
+
+
+def raw_error(reference: np.ndarray, candidate: np.ndarray) -> float:
+    return float(np.linalg.norm(candidate - reference) / max(np.linalg.norm(reference), 1e-12))
+
+
+@dataclass
+class Candidate:
+    units: tuple[Unit, ...]
+    path: Path
+
+
+def rank_units(build: Callable[[tuple[Unit, ...], str], Path], run: Callable[[Path, np.ndarray], np.ndarray],
+               reference: np.ndarray, images: np.ndarray, units: Sequence[Unit]) -> list[dict]:
+    """Error of the INT8 output with each unit alone in float (on top of the base level), best repair first.
+
+    Only units that repair something (error below the base candidate's) are returned."""
+    def error(path: Path) -> tuple[float, float]:
+        out = run(path, images)
+        return detection_error(reference, out), raw_error(reference, out)
+
+    base = error(build((), "rank-base"))
+    scores = []
+    for unit in units:
+        det, raw = error(build((unit,), f"rank-{unit.name}"))
+        scores.append({"unit": unit, "detection_error": round(det, 5), "raw_error": round(raw, 5)})
+        print(f"  INT8 sensitivity: {unit.name:16s} in float -> detection error {det:.4f} (all INT8: {base[0]:.4f}), "
+              f"raw {raw:.4f}")
+    scores.sort(key=lambda s: (s["detection_error"], s["raw_error"]))
+    return [s for s in scores if (s["detection_error"], s["raw_error"]) < base]
+
+
+def greedy(ranked: Sequence[Unit], max_units: int, build: Callable[[tuple[Unit, ...], str], Path],
+           measure: Callable[[Path], dict], fits: Callable[[float], bool], baseline_map: float
+           ) -> list[tuple[Candidate, dict]]:
+    """Try floating the ranked units one more at a time, keeping a unit only if the measured mAP50-95
+    rises above the best so far; stop when the budget holds, `max_units` are kept or 2 x `max_units`
+    candidates were measured (the proxy ranking is a guide, not a guarantee)."""
+    tried, kept, best = [], (), baseline_map
+    for unit in ranked[: 2 * max_units]:
+        units = (*kept, unit)
+        path = build(units, f"search-{len(tried) + 1}")
+        metrics = measure(path)
+        tried.append((Candidate(units, path), metrics))
+        better = metrics["map50_95"] > best
+        print(f"  INT8 guard: search +{', '.join(u.name for u in units)}: mAP50-95 {metrics['map50_95']:.4f} "
+              f"({'kept' if better else 'no gain, dropped'})")
+        if better:
+            kept, best = units, metrics["map50_95"]
+        if fits(metrics["map50_95"]) or len(kept) == max_units:
+            break
+    return tried
