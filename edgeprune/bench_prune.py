@@ -12,6 +12,7 @@ unpruned checkpoint given the same epochs (the honest control: extra epochs help
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 
 from edgeprune import runtimes
-from edgeprune.evaluate.latency import measure
+from edgeprune.evaluate.latency import measure_interleaved
 from edgeprune.export.onnx import export_fp32
 from edgeprune.manifest import atomic_write_json, atomic_write_text, tool_versions
 from edgeprune.prune.structured import PruneConfig, count_macs, prune
@@ -28,13 +29,14 @@ MODELS = ("yolo11n.yaml", "yolov8n.yaml", "yolo26n.yaml")
 REDUCTIONS = (0.3, 0.5, 0.7)
 
 
-def _onnx_latency(model: torch.nn.Module, imgsz: int, threads: int, folder: Path) -> dict:
+def _onnx_runner(model: torch.nn.Module, imgsz: int, threads: int, folder: Path):
     path = export_fp32(model, imgsz, folder / f"m{time.monotonic_ns()}.onnx")
-    runner = runtimes.load(path, threads=threads, imgsz=imgsz)
-    return measure(runner.run, imgsz, warmup=5, runs=30)
+    return runtimes.load(path, threads=threads, imgsz=imgsz).run
 
 
-def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2, nc: int = 80) -> dict:
+def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2, nc: int = 80,
+        rounds: int = 40) -> dict:
+    """Per family: prune to every goal first, then time the unpruned and pruned models in turns."""
     from ultralytics.nn.tasks import DetectionModel
 
     rows = []
@@ -43,20 +45,25 @@ def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2
             torch.manual_seed(0)
             model = DetectionModel(spec, nc=nc, verbose=False).eval()
             macs0, params0 = count_macs(model, imgsz)
-            base = _onnx_latency(model, imgsz, threads, Path(tmp))
-            rows.append({"model": spec, "flops_goal": 0.0, "params": params0, "gflops": round(2 * macs0 / 1e9, 3),
-                         "p50_ms": base["p50_ms"], "latency_ratio": 1.0, "flops_ratio": 1.0, "locked": 0})
+            family = [{"model": spec, "flops_goal": 0.0, "params": params0, "gflops": round(2 * macs0 / 1e9, 3),
+                       "flops_ratio": 1.0, "locked": 0}]
+            runners = {0.0: _onnx_runner(model, imgsz, threads, Path(tmp))}
             for goal in reductions:
                 start = time.time()
                 pruned, result = prune(model, PruneConfig(flops_reduction=goal, imgsz=imgsz))
-                lat = _onnx_latency(pruned, imgsz, threads, Path(tmp))
-                rows.append({"model": spec, "flops_goal": goal, "params": result.params_after,
-                             "gflops": round(2 * result.macs_after / 1e9, 3), "p50_ms": lat["p50_ms"],
-                             "latency_ratio": round(lat["p50_ms"] / base["p50_ms"], 3),
-                             "flops_ratio": round(result.macs_after / macs0, 3), "locked": len(result.locked),
-                             "prune_s": round(time.time() - start, 1)})
-                print(rows[-1], flush=True)
-    return {"imgsz": imgsz, "threads": threads, "nc": nc, "rows": rows, "tools": tool_versions()}
+                family.append({"model": spec, "flops_goal": goal, "params": result.params_after,
+                               "gflops": round(2 * result.macs_after / 1e9, 3),
+                               "flops_ratio": round(result.macs_after / macs0, 3), "locked": len(result.locked),
+                               "prune_s": round(time.time() - start, 1)})
+                runners[goal] = _onnx_runner(pruned, imgsz, threads, Path(tmp))
+            latency = measure_interleaved(runners, imgsz, rounds=rounds)
+            for row in family:
+                row["p50_ms"] = latency[row["flops_goal"]]["p50_ms"]
+                row["latency_ratio"] = round(row["p50_ms"] / latency[0.0]["p50_ms"], 3)
+                print(row, flush=True)
+            rows += family
+    return {"imgsz": imgsz, "threads": threads, "nc": nc, "rounds": rounds, "timing": "interleaved", "rows": rows,
+            "tools": tool_versions()}
 
 
 def accuracy(checkpoint: Path, data: str, reductions, epochs: int, imgsz: int, work: Path) -> list[dict]:
@@ -95,16 +102,17 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         lines.append(f"| {r['model']} | {r['flops_goal']:.0%} | {r['params'] / 1e6:.2f} | {r['gflops']:.2f} | "
                      f"{r['flops_ratio']:.2f} | {r['p50_ms']:.1f} | {r['latency_ratio']:.2f} |")
-    lines += ["", "Ratios are pruned / unpruned, measured in the same run on the same machine.", ""]
+    lines += ["", "Ratios are pruned / unpruned, measured in the same run on the same machine; the models of a "
+              "family are timed in turns (one run each, round after round), so a slow spell hits all alike.", ""]
     if result.get("accuracy"):
         rows = result["accuracy"]
-        lines += [f"## mAP50-95 after fine-tuning ({rows[0]['checkpoint']}, {rows[0]['imgsz']} px, "
-                  f"{rows[0]['epochs']} epochs each, bundled dataset)", "",
-                  "| FLOPs goal | FLOPs removed | before fine-tuning | after fine-tuning | vs unpruned + same epochs |",
-                  "|---|---|---|---|---|"]
+        lines += [f"## mAP50-95 after fine-tuning ({rows[0]['imgsz']} px, bundled dataset, deploy recipe)", "",
+                  "| checkpoint | FLOPs goal | FLOPs removed | epochs | before fine-tuning | after fine-tuning | "
+                  "vs unpruned + same epochs |", "|---|---|---|---|---|---|---|"]
         for r in rows:
-            lines.append(f"| {r['flops_goal']:.0%} | {r['flops_removed']:.0%} | {r['map50_95_before_finetune']:.3f} | "
-                         f"{r['map50_95_after_finetune']:.3f} | {r['delta_vs_unpruned_same_epochs'] * 100:+.1f} pts |")
+            lines.append(f"| {Path(r['checkpoint']).name} | {r['flops_goal']:.0%} | {r['flops_removed']:.0%} | "
+                         f"{r['epochs']} | {r['map50_95_before_finetune']:.3f} | {r['map50_95_after_finetune']:.3f} | "
+                         f"{r['delta_vs_unpruned_same_epochs'] * 100:+.1f} pts |")
         lines.append("")
     return "\n".join(lines)
 
@@ -121,6 +129,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=12, help="fine-tuning epochs with --accuracy")
     parser.add_argument("--accuracy-imgsz", type=int, default=256)
     parser.add_argument("--skip-latency", action="store_true", help="only the --accuracy part")
+    parser.add_argument("--accuracy-from", nargs="*", default=[], metavar="JSON",
+                        help="add the accuracy rows of earlier runs (their prune.json), e.g. other checkpoints")
     parser.add_argument("--out", default="bench")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -130,6 +140,8 @@ def main(argv=None) -> int:
     if args.accuracy:
         result["accuracy"] = accuracy(Path(args.accuracy), args.data, tuple(args.goals), args.epochs,
                                       args.accuracy_imgsz, (out / "prune-accuracy").resolve())
+    for earlier in args.accuracy_from:
+        result.setdefault("accuracy", []).extend(json.loads(Path(earlier).read_text()).get("accuracy", []))
     atomic_write_json(out / "prune.json", result)
     atomic_write_text(out / "prune.md", markdown(result))
     print(markdown(result))
