@@ -14,14 +14,14 @@ PYTEST_ARGS ?=
 export OMP_NUM_THREADS ?= $(shell nproc)
 export YOLO_OFFLINE := 1
 
-.PHONY: setup deploy emulate emulate-tools test test-fast bench bench-prune bench-stream bench-control baseline data clean help
+.PHONY: setup deploy emulate emulate-tools test test-fast bench bench-guard bench-prune bench-stream bench-control baseline data clean help
 
 help:
 	@echo "make deploy TARGET=rpi [MODEL=yolo11n.pt] [DATA=datasets/x.yaml]   full pipeline -> dist/<target>/"
 	@echo "make emulate TARGET=rpi                                           bundle's script on qemu's ARM CPU, outputs vs host"
 	@echo "make test                                                         unit + end-to-end tests"
 	@echo "make baseline                                                     re-train baselines/yolo11n-synth.pt"
-	@echo "make bench / bench-prune / bench-stream                            benchmarks -> bench/*.json, *.md"
+	@echo "make bench / bench-prune / bench-stream / bench-guard              benchmarks -> bench/*.json, *.md"
 
 setup: $(STAMP)
 
@@ -69,6 +69,10 @@ bench: setup                       # export artefacts vs Ultralytics' own export
 
 bench-control: setup               # unpruned baseline given the same fine-tuning epochs (needs `make deploy`)
 	$(BIN)/python -m edgeprune.bench_control --run-dir runs/$(TARGET) --out bench
+
+bench-guard: setup                # the INT8 guard's levels + sensitivity search under a forced 0.1-point budget
+	$(BIN)/python -m edgeprune.bench_guard --format tflite --out bench
+	$(BIN)/python -m edgeprune.bench_guard --format tensorrt --out bench
 
 # params / GFLOPs / ONNX Runtime latency before vs after pruning at 30/50/70 %;
 # ACCURACY=baselines/yolo11n-synth.pt adds mAP50-95 after fine-tuning per goal vs the unpruned control (slow)
