@@ -15,7 +15,7 @@ from pathlib import Path
 from edgeprune.errors import EdgepruneError
 from edgeprune.export.onnx import OnnxExporter, export_fp16
 from edgeprune.export.registry import Capabilities, ExportCache, register
-from edgeprune.manifest import atomic_write_text
+from edgeprune.manifest import atomic_write_bytes, atomic_write_text
 from edgeprune.quantize.onnx_qdq import qdq_checks
 
 # ONNX operators the TensorRT 10 parser supports that YOLO graphs use (TensorRT docs, operators.md).
@@ -83,7 +83,12 @@ class TensorRTExporter:
     def export(self, model, out: Path, imgsz: int, precision: str = "int8", calibration=None,
                float_scope: str = "none", float_units: tuple = (), cache: ExportCache | None = None) -> Path:
         folder = out.parent
-        fp16 = export_fp16(model, imgsz, folder / "model_fp16.onnx")
+        fp16 = folder / "model_fp16.onnx"
+        if cache is None:
+            export_fp16(model, imgsz, fp16)
+        else:  # the guard's candidates differ only in their INT8 file
+            shared = cache.get(f"fp16_{imgsz}.onnx", lambda path: export_fp16(model, imgsz, path))
+            atomic_write_bytes(fp16, shared.read_bytes())
         if precision == "int8":
             OnnxExporter().export(model, out, imgsz, "int8", calibration, float_scope, float_units, cache)
             check_for_tensorrt(out)
