@@ -119,7 +119,7 @@ def rank_units(build: Callable[[tuple[Unit, ...], str], Path], run: Callable[[Pa
     for unit in units:
         det, raw = error(build((unit,), f"rank-{unit.name}"))
         scores.append({"unit": unit, "detection_error": round(det, 5), "raw_error": round(raw, 5)})
-        print(f"  INT8 sensitivity: {unit.name:16s} in float -> detection error {det:.4f} (all INT8: {base[0]:.4f}), "
+        print(f"  INT8 sensitivity: {unit.name:16s} in float -> detection error {det:.4f} (base level: {base[0]:.4f}), "
               f"raw {raw:.4f}")
     scores.sort(key=lambda s: (s["detection_error"], s["raw_error"]))
     return [s for s in scores if (s["detection_error"], s["raw_error"]) < base]
