@@ -42,7 +42,7 @@ class OnnxExporter:
                         requires=("onnx", "onnxruntime"),
                         description="ONNX (opset 17, static shape) for ONNX Runtime / TensorRT; INT8 as QDQ (Conv only, "
                                     "symmetric, per-channel weights)",
-                        guard_levels=("none", "decode", "head", "head/percentile"))
+                        guard_levels=("none", "head", "head/percentile"))
 
     def export(self, model, out: Path, imgsz: int, precision: str = "fp32", calibration=None,
                float_scope: str = "none", float_units: tuple = (), cache: ExportCache | None = None) -> Path:

@@ -78,7 +78,7 @@ class TensorRTExporter:
                         requires=("onnx", "onnxruntime"),
                         description="Jetson: QDQ INT8 ONNX + FP16 ONNX + trtexec command; engine built where "
                                     "TensorRT imports (host accuracy via ONNX Runtime)",
-                        guard_levels=("none", "decode", "head", "head/percentile"))
+                        guard_levels=("none", "head", "head/percentile"))
 
     def export(self, model, out: Path, imgsz: int, precision: str = "int8", calibration=None,
                float_scope: str = "none", float_units: tuple = (), cache: ExportCache | None = None) -> Path:

@@ -1,9 +1,10 @@
 """INT8 accuracy guard: keep the parts of the graph that hurt INT8 most in float until the drop fits.
 
 Levels, tried in order and stopped at the first within the target's budget (max_map_drop of
-mAP50-95 against the same model in PyTorch FP32): everything INT8; box/score decoding in float
-(DFL softmax and integral, dist2bbox, sigmoid: tiny compute, large quantization error); plus the
-head's final box/class convolutions; for ONNX/TensorRT, that again with percentile instead of
+mAP50-95 against the same model in PyTorch FP32): everything INT8; for TFLite, box/score decoding in
+float (DFL softmax and integral, dist2bbox, sigmoid, final concat: tiny compute, large quantization
+error; QDQ ONNX quantizes only convolutions, so its decoding is always float); plus the head's final
+box/class convolutions; for ONNX/TensorRT, that again with percentile instead of
 min/max activation ranges. A level that cannot be built (e.g. percentile histograms of a constant
 tensor) is recorded as failed and skipped. If every level misses, a per-model sensitivity search
 (edgeprune.quantize.sensitivity) floats this model's worst blocks on top of the best level, one at

@@ -18,10 +18,11 @@ from edgeprune.manifest import atomic_write_bytes
 
 QUANTIZED_OPS = ("Conv",)
 # Node-name patterns (torch.onnx names nodes by module path) kept in float per accuracy-guard level.
+# The box/score decoding is float at every level: it has no Conv (the deploy graph's DFL integral is a
+# MatMul, edgeprune.export.graph.LastAxisDFL), and only Convs are quantized.
 FLOAT_NODE_PATTERNS = {
     "none": (),
-    "decode": (r"/dfl/conv/Conv$",),
-    "head": (r"/dfl/conv/Conv$", r"/(one2one_)?cv[23]\.\d+/(one2one_)?cv[23]\.\d+\.2/Conv$"),
+    "head": (r"/(one2one_)?cv[23]\.\d+/(one2one_)?cv[23]\.\d+\.2/Conv$",),
 }
 # Activation-range calibration. Min/max lets one outlier pixel stretch a tensor's scale; the 99.999th
 # percentile of |activation| clips those few and keeps resolution for the rest (measured on the Jetson
