@@ -35,7 +35,7 @@ def _onnx_runner(model: torch.nn.Module, imgsz: int, threads: int, folder: Path)
 
 
 def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2, nc: int = 80,
-        rounds: int = 40) -> dict:
+        rounds: int = 8) -> dict:
     """Per family: prune to every goal first, then time the unpruned and pruned models in turns."""
     from ultralytics.nn.tasks import DetectionModel
 
@@ -103,7 +103,8 @@ def markdown(result: dict) -> str:
         lines.append(f"| {r['model']} | {r['flops_goal']:.0%} | {r['params'] / 1e6:.2f} | {r['gflops']:.2f} | "
                      f"{r['flops_ratio']:.2f} | {r['p50_ms']:.1f} | {r['latency_ratio']:.2f} |")
     lines += ["", "Ratios are pruned / unpruned, measured in the same run on the same machine; the models of a "
-              "family are timed in turns (one run each, round after round), so a slow spell hits all alike.", ""]
+              "family are timed in turns (2 warm-up + 5 timed runs each, round after round), so a slow spell hits "
+              "all alike.", ""]
     if result.get("accuracy"):
         rows = result["accuracy"]
         lines += [f"## mAP50-95 after fine-tuning ({rows[0]['imgsz']} px, bundled dataset, deploy recipe)", "",

@@ -9,13 +9,13 @@ from edgeprune.evaluate.latency import measure_interleaved
 def test_interleaved_timing_takes_turns():
     calls = []
     runs = {name: (lambda x, name=name: calls.append(name)) for name in ("a", "b", "c")}
-    result = measure_interleaved(runs, imgsz=8, warmup=1, rounds=3)
-    assert calls == ["a", "b", "c"] + ["a", "b", "c"] * 3
-    assert all(r["runs"] == 3 for r in result.values())
+    result = measure_interleaved(runs, imgsz=8, warmup=1, per_turn=2, rounds=3)
+    assert calls == (["a"] * 3 + ["b"] * 3 + ["c"] * 3) * 3  # a warm-up and two timed runs per turn
+    assert all(r["runs"] == 6 for r in result.values())
 
 
 def test_bench_prune_rows_and_report(tmp_path):
-    result = bench_prune.run(models=("yolo11n.yaml",), reductions=(0.5,), imgsz=64, nc=6, rounds=3)
+    result = bench_prune.run(models=("yolo11n.yaml",), reductions=(0.5,), imgsz=64, nc=6, rounds=2)
     base, pruned = result["rows"]
     assert base["flops_goal"] == 0 and base["latency_ratio"] == 1.0
     assert pruned["params"] < base["params"] and 0.4 <= pruned["flops_ratio"] <= 0.6

@@ -24,20 +24,21 @@ def measure(run: Callable[[np.ndarray], object], imgsz: int, warmup: int = 5, ru
     return summarize(times)
 
 
-def measure_interleaved(runs_by_name: dict[str, Callable[[np.ndarray], object]], imgsz: int, warmup: int = 5,
-                        rounds: int = 40, seed: int = 0) -> dict[str, dict[str, float]]:
-    """Time several models in turns (A, B, C, A, B, C, ...) so a slow spell of the machine hits all of
-    them alike: ratios between them are then far steadier than from back-to-back blocks of runs."""
+def measure_interleaved(runs_by_name: dict[str, Callable[[np.ndarray], object]], imgsz: int, warmup: int = 2,
+                        per_turn: int = 5, rounds: int = 8, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Time several models in turns — each turn re-warms one model (`warmup` untimed runs: caches, and
+    the previous session's spinning threads, settle) then times `per_turn` runs — round after round, so
+    a slow spell of the machine hits all of them alike while each is still timed in a steady state."""
     x = np.random.default_rng(seed).random((1, 3, imgsz, imgsz), dtype=np.float32)
-    for run in runs_by_name.values():
-        for _ in range(warmup):
-            run(x)
     times = {name: [] for name in runs_by_name}
     for _ in range(rounds):
         for name, run in runs_by_name.items():
-            start = time.perf_counter()
-            run(x)
-            times[name].append((time.perf_counter() - start) * 1000)
+            for _ in range(warmup):
+                run(x)
+            for _ in range(per_turn):
+                start = time.perf_counter()
+                run(x)
+                times[name].append((time.perf_counter() - start) * 1000)
     return {name: summarize(t) for name, t in times.items()}
 
 
