@@ -259,6 +259,7 @@ class _Connection:
         self.progress = threading.Event()  # set on each good frame and when the reader stops
         self.outcome: str | None = None
         self.delivered = 0
+        self.reader: threading.Thread | None = None
 
 
 class LatestFrameCapture:
@@ -323,6 +324,11 @@ class LatestFrameCapture:
             connection.progress.set()
         if self._thread.is_alive():
             self._thread.join(timeout=2.0)  # a read blocked inside the driver cannot be interrupted; it is a daemon
+        reader = connection.reader if connection is not None else None
+        if reader is not None and reader.is_alive():
+            # let the reader leave OpenCV and release the capture: a daemon thread still inside FFmpeg when
+            # the interpreter exits can abort the process ("FATAL: exception not rethrown", seen once in CI)
+            reader.join(timeout=2.0)
 
     # --- capture thread -------------------------------------------------------------------
 
@@ -355,7 +361,9 @@ class LatestFrameCapture:
         """Read on a helper thread and watch it: a stall abandons the connection, which may be stuck in a read."""
         connection = _Connection()
         self._connection = connection
-        threading.Thread(target=self._read, args=(cap, connection), name="capture-read", daemon=True).start()
+        connection.reader = threading.Thread(target=self._read, args=(cap, connection), name="capture-read",
+                                             daemon=True)
+        connection.reader.start()
         while True:
             if not connection.progress.wait(self.stall_timeout):
                 connection.stale.set()
