@@ -116,23 +116,15 @@ def _script_args(bundle: Path, script: str, images: list[Path], dump: Path, out:
             "--image", *map(str, images), "--dump-outputs", str(dump), "--out", str(out)]
 
 
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x1, y1 = np.maximum(a[:, None, 0], b[None, :, 0]), np.maximum(a[:, None, 1], b[None, :, 1])
-    x2, y2 = np.minimum(a[:, None, 2], b[None, :, 2]), np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda d: (d[:, 2] - d[:, 0]) * (d[:, 3] - d[:, 1])  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
-
-
 def matched_fraction(host: np.ndarray, other: np.ndarray) -> tuple[int, int]:
     """(host detections reproduced by `other` with the same class and IoU >= MATCH_IOU, host detections)."""
     if len(host) == 0:
         return 0, 0
     if len(other) == 0:
         return 0, len(host)
-    iou = _box_iou(host[:, :4], other[:, :4])
-    iou[host[:, None, 5] != other[None, :, 5]] = 0
-    return int((iou.max(1) >= MATCH_IOU).sum()), len(host)
+    from edgeprune.evaluate.detection import same_class_iou  # torch-heavy module: only when detections exist
+
+    return int((same_class_iou(host, other).max(1) >= MATCH_IOU).sum()), len(host)
 
 
 def compare(host: dict[str, np.ndarray], emulated: dict[str, np.ndarray], policy: str,

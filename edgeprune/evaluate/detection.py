@@ -49,6 +49,17 @@ def decode(raw: np.ndarray, conf: float = CONF_THRESHOLD, iou: float = IOU_THRES
     return results
 
 
+def same_class_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every detection in `a` with every one in `b` ([x1, y1, x2, y2, score, class] rows), 0 across classes."""
+    x1, y1 = np.maximum(a[:, None, 0], b[None, :, 0]), np.maximum(a[:, None, 1], b[None, :, 1])
+    x2, y2 = np.minimum(a[:, None, 2], b[None, :, 2]), np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = lambda d: (d[:, 2] - d[:, 0]) * (d[:, 3] - d[:, 1])  # noqa: E731
+    iou = inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
+    iou[a[:, None, 5] != b[None, :, 5]] = 0
+    return iou
+
+
 def predict_dataset(run: RunFn, dataset: Dataset, imgsz: int, batch: int = 8, desc: str = "eval",
                     limit: int | None = None) -> tuple[list, list]:
     """Run over the val split; returns (ground truth, detections) per image in original pixels."""

@@ -45,13 +45,13 @@ def export_with_guard(exporter, model: torch.nn.Module, artefact: Path, imgsz: i
             kwargs = {"float_scope": level, "float_units": units, "cache": cache} if tunable else {}
             return exporter.export(model, folder / artefact.name, imgsz, precision, calibration, **kwargs)
 
-        def keep(label: str, path: Path, metrics: dict, units: tuple = ()) -> None:
+        def keep(level: str, path: Path, metrics: dict, units: tuple = ()) -> None:
             nonlocal best
             drop = round(reference_map - metrics["map50_95"], 4)
-            tried.append({"float_scope": label, "map50_95": metrics["map50_95"], "drop": drop,
-                          **({"float_units": [u.name for u in units]} if units else {})})
+            tried.append({"float_scope": f"{level}+search" if units else level, "map50_95": metrics["map50_95"],
+                          "drop": drop, **({"float_units": [u.name for u in units]} if units else {})})
             if best is None or metrics["map50_95"] > best[1]["map50_95"]:
-                best = (label, metrics, path.parent, units)
+                best = (level, metrics, path, units)
 
         for level in levels:
             try:
@@ -70,14 +70,14 @@ def export_with_guard(exporter, model: torch.nn.Module, artefact: Path, imgsz: i
                 break
         search = None
         if tunable and search_units > 0 and not fits(best[1]["map50_95"]):
-            base = best[0]
-            search = _search(model, imgsz, calibration, base, best[1]["map50_95"], search_units, measure, fits,
-                             lambda units, name: build(base, units, name))
+            base, base_metrics, base_path, _ = best
+            search = _search(model, imgsz, calibration, base, base_path, base_metrics["map50_95"], search_units,
+                             measure, fits, lambda units, name: build(base, units, name))
             for candidate, metrics in search.pop("candidates"):
-                keep(f"{base}+search", candidate.path, metrics, candidate.units)
-        label, metrics, folder, units = best
-        move_into(folder, artefact.parent)
-    chosen = "+".join([label.removesuffix("+search"), *(u.name for u in units)])
+                keep(base, candidate.path, metrics, candidate.units)
+        level, metrics, path, units = best
+        move_into(path.parent, artefact.parent)
+    chosen = "+".join([level, *(u.name for u in units)])
     metrics["accuracy_guard"] = {"reference_map50_95": reference_map, "max_drop": max_drop, "chosen": chosen,
                                  "float_units": [u.name for u in units],
                                  "within_budget": fits(metrics["map50_95"]), "tried": tried,
@@ -85,8 +85,8 @@ def export_with_guard(exporter, model: torch.nn.Module, artefact: Path, imgsz: i
     return metrics
 
 
-def _search(model, imgsz: int, calibration: np.ndarray, base: str, base_map: float, max_units: int, measure, fits,
-            build) -> dict:
+def _search(model, imgsz: int, calibration: np.ndarray, base: str, base_path: Path, base_map: float,
+            max_units: int, measure, fits, build) -> dict:
     """Rank this model's units on calibration images, then float the worst ones until the budget holds."""
     from edgeprune import runtimes
     from edgeprune.export.graph import denormalize, deploy_graph
@@ -97,12 +97,11 @@ def _search(model, imgsz: int, calibration: np.ndarray, base: str, base_map: flo
         reference = denormalize(graph(torch.from_numpy(images)).numpy(), imgsz, graph.end2end)
 
     def run(path: Path, x: np.ndarray) -> np.ndarray:
-        runner = runtimes.load(path, threads=2, imgsz=imgsz)
-        return np.concatenate([runner.run(x[i : i + 1]) for i in range(len(x))])
+        return runtimes.load(path, threads=2, imgsz=imgsz).run(x)  # runners take a batch
 
     print(f"  INT8 guard: every level misses the budget; ranking blocks by INT8 sensitivity (base {base})")
     units = sensitivity.float_units(model)
-    ranked = sensitivity.rank_units(build, run, reference, images, units)
+    ranked = sensitivity.rank_units(build, run, reference, images, units, base_path)
     candidates = sensitivity.greedy([r["unit"] for r in ranked], max_units, build, measure, fits, base_map)
     return {"base": base, "images": len(images), "candidates": candidates,
             "ranking": [{**r, "unit": r["unit"].name} for r in ranked]}

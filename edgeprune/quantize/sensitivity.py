@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
 AGREEMENT_CONF = 0.1  # detections compared above this score: what a deployed threshold would keep and more
@@ -63,20 +62,15 @@ def tflite_pattern(unit: Unit) -> str:
     return block + rf"/torch\.nn\.modules\.container\.Sequential_{unit.scale}/"
 
 
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    from torchvision.ops import box_iou
-
-    return box_iou(torch.from_numpy(a), torch.from_numpy(b)).numpy()
-
-
 def _covered(dets: np.ndarray, others: np.ndarray) -> tuple[float, float]:
     """(score-weighted sum of how well `others` reproduce each of `dets`, sum of their scores).
 
     A detection is reproduced by its best same-class box: IoU x the ratio of the two scores."""
     if len(dets) == 0 or len(others) == 0:
         return 0.0, float(dets[:, 4].sum()) if len(dets) else 0.0
-    iou = _box_iou(dets[:, :4], others[:, :4])
-    iou[dets[:, None, 5] != others[None, :, 5]] = 0
+    from edgeprune.evaluate.detection import same_class_iou
+
+    iou = same_class_iou(dets, others)
     best = iou.argmax(1)
     s, t = dets[:, 4], others[best, 4]
     quality = iou[np.arange(len(dets)), best] * np.minimum(s, t) / np.maximum(np.maximum(s, t), 1e-9)
@@ -106,15 +100,15 @@ class Candidate:
 
 
 def rank_units(build: Callable[[tuple[Unit, ...], str], Path], run: Callable[[Path, np.ndarray], np.ndarray],
-               reference: np.ndarray, images: np.ndarray, units: Sequence[Unit]) -> list[dict]:
+               reference: np.ndarray, images: np.ndarray, units: Sequence[Unit], base: Path) -> list[dict]:
     """Error of the INT8 output with each unit alone in float (on top of the base level), best repair first.
 
-    Only units that repair something (error below the base candidate's) are returned."""
+    `base` is the base level's file; only units that repair something (error below its) are returned."""
     def error(path: Path) -> tuple[float, float]:
         out = run(path, images)
         return detection_error(reference, out), raw_error(reference, out)
 
-    base = error(build((), "rank-base"))
+    base = error(base)
     scores = []
     for unit in units:
         det, raw = error(build((unit,), f"rank-{unit.name}"))
