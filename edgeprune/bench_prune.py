@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -29,13 +30,31 @@ MODELS = ("yolo11n.yaml", "yolov8n.yaml", "yolo26n.yaml")
 REDUCTIONS = (0.3, 0.5, 0.7)
 
 
-def _onnx_runner(model: torch.nn.Module, imgsz: int, threads: int, folder: Path):
-    path = export_fp32(model, imgsz, folder / f"m{time.monotonic_ns()}.onnx")
-    return runtimes.load(path, threads=threads, imgsz=imgsz).run
+def _onnx_file(model: torch.nn.Module, imgsz: int, folder: Path) -> Path:
+    return export_fp32(model, imgsz, folder / f"m{time.monotonic_ns()}.onnx")
+
+
+def time_in_turns(paths: dict, imgsz: int, threads: int, rounds: int, repeats: int) -> dict:
+    """p50 per model and p50 ratio to the first model, per repeat; each repeat opens fresh ONNX Runtime
+    sessions, so the spread also covers what differs between processes (thread placement, allocations)."""
+    first = next(iter(paths))
+    per_repeat = []
+    for _ in range(repeats):
+        runners = {key: runtimes.load(path, threads=threads, imgsz=imgsz).run for key, path in paths.items()}
+        per_repeat.append({key: r["p50_ms"] for key, r in measure_interleaved(runners, imgsz, rounds=rounds).items()})
+        del runners
+    out = {}
+    for key in paths:
+        ratios = [rep[key] / rep[first] for rep in per_repeat]
+        out[key] = {"p50_ms": round(statistics.median(rep[key] for rep in per_repeat), 3),
+                    "latency_ratio": round(statistics.median(ratios), 3),
+                    "latency_ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
+                    "p50_ms_per_repeat": [rep[key] for rep in per_repeat]}
+    return out
 
 
 def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2, nc: int = 80,
-        rounds: int = 8) -> dict:
+        rounds: int = 8, repeats: int = 1) -> dict:
     """Per family: prune to every goal first, then time the unpruned and pruned models in turns."""
     from ultralytics.nn.tasks import DetectionModel
 
@@ -47,7 +66,7 @@ def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2
             macs0, params0 = count_macs(model, imgsz)
             family = [{"model": spec, "flops_goal": 0.0, "params": params0, "gflops": round(2 * macs0 / 1e9, 3),
                        "flops_ratio": 1.0, "locked": 0}]
-            runners = {0.0: _onnx_runner(model, imgsz, threads, Path(tmp))}
+            paths = {0.0: _onnx_file(model, imgsz, Path(tmp))}
             for goal in reductions:
                 start = time.time()
                 pruned, result = prune(model, PruneConfig(flops_reduction=goal, imgsz=imgsz))
@@ -55,38 +74,45 @@ def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2
                                "gflops": round(2 * result.macs_after / 1e9, 3),
                                "flops_ratio": round(result.macs_after / macs0, 3), "locked": len(result.locked),
                                "prune_s": round(time.time() - start, 1)})
-                runners[goal] = _onnx_runner(pruned, imgsz, threads, Path(tmp))
-            latency = measure_interleaved(runners, imgsz, rounds=rounds)
+                paths[goal] = _onnx_file(pruned, imgsz, Path(tmp))
+            latency = time_in_turns(paths, imgsz, threads, rounds, repeats)
             for row in family:
-                row["p50_ms"] = latency[row["flops_goal"]]["p50_ms"]
-                row["latency_ratio"] = round(row["p50_ms"] / latency[0.0]["p50_ms"], 3)
+                row.update(latency[row["flops_goal"]])
                 print(row, flush=True)
             rows += family
-    return {"imgsz": imgsz, "threads": threads, "nc": nc, "rounds": rounds, "timing": "interleaved", "rows": rows,
-            "tools": tool_versions()}
+    return {"imgsz": imgsz, "threads": threads, "nc": nc, "rounds": rounds, "repeats": repeats,
+            "timing": "interleaved", "rows": rows, "tools": tool_versions()}
 
 
-def accuracy(checkpoint: Path, data: str, reductions, epochs: int, imgsz: int, work: Path) -> list[dict]:
-    """mAP50-95 after `epochs` of fine-tuning at each FLOPs goal, and of the unpruned model (goal 0)."""
+def accuracy(checkpoint: Path, data: str, reductions, epochs: int, imgsz: int, work: Path,
+             distill_weight: float = 0.0) -> list[dict]:
+    """mAP50-95 after `epochs` of fine-tuning at each FLOPs goal, and of the unpruned model (goal 0).
+
+    With `distill_weight` > 0 every pruned goal is fine-tuned twice, without and with distillation from
+    the unpruned checkpoint, so the two rows differ only in the teacher.
+    """
     from edgeprune.data.build import ensure_dataset
     from edgeprune.evaluate.detection import evaluate_model
     from edgeprune.finetune.trainer import finetune_recipe, train
     from edgeprune.models.checkpoint import load_model
 
     dataset = ensure_dataset(data)
-    cfg = finetune_recipe(epochs, imgsz)
     base = load_model(checkpoint)
     start_map = evaluate_model(base, dataset, imgsz, desc="eval checkpoint")["map50_95"]
+    weights = (0.0, distill_weight) if distill_weight else (0.0,)
+    runs = [(0.0, 0.0)] + [(goal, kd) for goal in reductions for kd in weights]
     rows = []
-    for goal in (0.0, *reductions):
+    for goal, kd in runs:
         model, result = (base, None) if goal == 0 else prune(base, PruneConfig(flops_reduction=goal, imgsz=imgsz))
         before = start_map if goal == 0 else evaluate_model(model, dataset, imgsz, desc=f"eval pruned {goal:.0%}")[
             "map50_95"]
         student = load_model(checkpoint) if goal == 0 else model  # train() updates its module in place: not `base`
-        tuned = train(student, dataset, cfg, work / f"goal{int(goal * 100)}")
-        after = evaluate_model(tuned, dataset, imgsz, desc=f"eval tuned {goal:.0%}")["map50_95"]
+        cfg = finetune_recipe(epochs, imgsz, distill_weight=kd)
+        name = f"goal{int(goal * 100)}" + (f"-kd{kd:g}" if kd else "")
+        tuned = train(student, dataset, cfg, work / name, teacher=load_model(checkpoint) if kd else None)
+        after = evaluate_model(tuned, dataset, imgsz, desc=f"eval tuned {name}")["map50_95"]
         rows.append({"checkpoint": str(checkpoint), "flops_goal": goal, "epochs": epochs, "imgsz": imgsz,
-                     "flops_removed": 0.0 if result is None else round(result.flops_reduction, 3),
+                     "distill_weight": kd, "flops_removed": 0.0 if result is None else round(result.flops_reduction, 3),
                      "map50_95_before_finetune": round(before, 4), "map50_95_after_finetune": round(after, 4)})
         print(rows[-1], flush=True)
     control = rows[0]["map50_95_after_finetune"]
@@ -96,23 +122,29 @@ def accuracy(checkpoint: Path, data: str, reductions, epochs: int, imgsz: int, w
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# Pruning benchmark — {result['imgsz']} px, ONNX Runtime CPU, {result['threads']} threads, batch 1", "",
-             "| model | FLOPs goal | params (M) | GFLOPs | FLOPs ratio | ORT p50 ms | latency ratio |",
-             "|---|---|---|---|---|---|---|"]
+    title = f"# Pruning benchmark — {result['imgsz']} px, ONNX Runtime CPU, {result['threads']} threads, batch 1"
+    lines = [title, "",
+             "| model | FLOPs goal | params (M) | GFLOPs | FLOPs ratio | ORT p50 ms | latency ratio | ratio range |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
+        low, high = r.get("latency_ratio_range", [r["latency_ratio"]] * 2)
         lines.append(f"| {r['model']} | {r['flops_goal']:.0%} | {r['params'] / 1e6:.2f} | {r['gflops']:.2f} | "
-                     f"{r['flops_ratio']:.2f} | {r['p50_ms']:.1f} | {r['latency_ratio']:.2f} |")
+                     f"{r['flops_ratio']:.2f} | {r['p50_ms']:.1f} | {r['latency_ratio']:.3f} | "
+                     f"{low:.3f}–{high:.3f} |")
     lines += ["", "Ratios are pruned / unpruned, measured in the same run on the same machine; the models of a "
               "family are timed in turns (2 warm-up + 5 timed runs each, round after round), so a slow spell hits "
-              "all alike.", ""]
+              f"all alike. {result.get('repeats', 1)} repeat(s), each with fresh ONNX Runtime sessions: the "
+              "latency ratio is the median of the repeats' ratios, the range their min–max.", ""]
     if result.get("accuracy"):
         rows = result["accuracy"]
         lines += [f"## mAP50-95 after fine-tuning ({rows[0]['imgsz']} px, bundled dataset, deploy recipe)", "",
-                  "| checkpoint | FLOPs goal | FLOPs removed | epochs | before fine-tuning | after fine-tuning | "
-                  "vs unpruned + same epochs |", "|---|---|---|---|---|---|---|"]
+                  "| checkpoint | FLOPs goal | FLOPs removed | epochs | distillation | before fine-tuning | "
+                  "after fine-tuning | vs unpruned + same epochs |", "|---|---|---|---|---|---|---|---|"]
         for r in rows:
+            kd = f"weight {r['distill_weight']:g}" if r.get("distill_weight") else "—"
             lines.append(f"| {Path(r['checkpoint']).name} | {r['flops_goal']:.0%} | {r['flops_removed']:.0%} | "
-                         f"{r['epochs']} | {r['map50_95_before_finetune']:.3f} | {r['map50_95_after_finetune']:.3f} | "
+                         f"{r['epochs']} | {kd} | {r['map50_95_before_finetune']:.3f} | "
+                         f"{r['map50_95_after_finetune']:.3f} | "
                          f"{r['delta_vs_unpruned_same_epochs'] * 100:+.1f} pts |")
         lines.append("")
     return "\n".join(lines)
@@ -122,6 +154,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="timing repeats (fresh sessions each) for the spread")
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--goals", nargs="*", type=float, default=list(REDUCTIONS), help="FLOPs-reduction goals")
     parser.add_argument("--accuracy", metavar="CHECKPOINT", help="also fine-tune this trained checkpoint pruned to "
@@ -129,6 +162,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default="datasets/synth.yaml")
     parser.add_argument("--epochs", type=int, default=12, help="fine-tuning epochs with --accuracy")
     parser.add_argument("--accuracy-imgsz", type=int, default=256)
+    parser.add_argument("--distill-weight", type=float, default=0.0, help="with --accuracy: also fine-tune every "
+                        "pruned goal with distillation from the unpruned checkpoint at this weight")
     parser.add_argument("--skip-latency", action="store_true", help="only the --accuracy part")
     parser.add_argument("--accuracy-from", nargs="*", default=[], metavar="JSON",
                         help="add the accuracy rows of earlier runs (their prune.json), e.g. other checkpoints")
@@ -137,10 +172,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     result = ({"imgsz": args.imgsz, "threads": args.threads, "rows": [], "tools": tool_versions()} if args.skip_latency
-              else run(args.models, tuple(args.goals), args.imgsz, args.threads))
+              else run(args.models, tuple(args.goals), args.imgsz, args.threads, repeats=args.repeats))
     if args.accuracy:
         result["accuracy"] = accuracy(Path(args.accuracy), args.data, tuple(args.goals), args.epochs,
-                                      args.accuracy_imgsz, (out / "prune-accuracy").resolve())
+                                      args.accuracy_imgsz, (out / "prune-accuracy").resolve(), args.distill_weight)
     for earlier in args.accuracy_from:
         result.setdefault("accuracy", []).extend(json.loads(Path(earlier).read_text()).get("accuracy", []))
     atomic_write_json(out / "prune.json", result)

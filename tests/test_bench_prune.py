@@ -2,8 +2,11 @@
 
 import json
 
+import pytest
+
 from edgeprune import bench_prune
 from edgeprune.evaluate.latency import measure_interleaved
+from edgeprune.models.checkpoint import save_model
 
 
 def test_interleaved_timing_takes_turns():
@@ -15,18 +18,40 @@ def test_interleaved_timing_takes_turns():
 
 
 def test_bench_prune_rows_and_report(tmp_path):
-    result = bench_prune.run(models=("yolo11n.yaml",), reductions=(0.5,), imgsz=64, nc=6, rounds=2)
+    result = bench_prune.run(models=("yolo11n.yaml",), reductions=(0.5,), imgsz=64, nc=6, rounds=2, repeats=2)
     base, pruned = result["rows"]
-    assert base["flops_goal"] == 0 and base["latency_ratio"] == 1.0
+    assert base["flops_goal"] == 0 and base["latency_ratio"] == 1.0 and base["latency_ratio_range"] == [1.0, 1.0]
     assert pruned["params"] < base["params"] and 0.4 <= pruned["flops_ratio"] <= 0.6
-    assert pruned["latency_ratio"] == round(pruned["p50_ms"] / base["p50_ms"], 3)
+    ratios = [p / b for p, b in zip(pruned["p50_ms_per_repeat"], base["p50_ms_per_repeat"])]
+    assert len(ratios) == 2 and pruned["latency_ratio_range"] == [round(min(ratios), 3), round(max(ratios), 3)]
+    assert pruned["latency_ratio"] == round(sum(ratios) / 2, 3)  # the median of two repeats
     result["accuracy"] = [{"checkpoint": "runs/x/yolo11n-synth.pt", "flops_goal": 0.5, "flops_removed": 0.51,
                            "epochs": 12, "imgsz": 256, "map50_95_before_finetune": 0.1,
-                           "map50_95_after_finetune": 0.45, "delta_vs_unpruned_same_epochs": -0.027}]
+                           "map50_95_after_finetune": 0.45, "delta_vs_unpruned_same_epochs": -0.027},
+                          {"checkpoint": "runs/x/yolo11n-synth.pt", "flops_goal": 0.5, "flops_removed": 0.51,
+                           "epochs": 12, "imgsz": 256, "distill_weight": 1.0, "map50_95_before_finetune": 0.1,
+                           "map50_95_after_finetune": 0.47, "delta_vs_unpruned_same_epochs": -0.007}]
     (tmp_path / "earlier.json").write_text(json.dumps(result))
     text = bench_prune.markdown(result)
-    assert "| yolo11n.yaml | 50% |" in text and "| yolo11n-synth.pt | 50% | 51% | 12 | 0.100 | 0.450 | -2.7 pts |" in text
+    assert "| yolo11n.yaml | 50% |" in text and "2 repeat(s)" in text
+    assert "| yolo11n-synth.pt | 50% | 51% | 12 | — | 0.100 | 0.450 | -2.7 pts |" in text
+    assert "| yolo11n-synth.pt | 50% | 51% | 12 | weight 1 | 0.100 | 0.470 | -0.7 pts |" in text
     assert bench_prune.main(["--skip-latency", "--accuracy-from", str(tmp_path / "earlier.json"),
                              "--out", str(tmp_path / "out")]) == 0
     merged = json.loads((tmp_path / "out" / "prune.json").read_text())
     assert merged["accuracy"] == result["accuracy"]
+
+
+@pytest.mark.slow
+def test_accuracy_rows_with_and_without_distillation(tiny_data, tiny_model, tmp_path):
+    checkpoint = save_model(tiny_model, tmp_path / "tiny.pt")
+    rows = bench_prune.accuracy(checkpoint, str(tiny_data), (0.5,), epochs=1, imgsz=64, work=tmp_path / "work",
+                                distill_weight=1.0)
+    assert [(r["flops_goal"], r["distill_weight"]) for r in rows] == [(0.0, 0.0), (0.5, 0.0), (0.5, 1.0)]
+    assert rows[0]["delta_vs_unpruned_same_epochs"] == 0 and all(0.4 <= r["flops_removed"] <= 0.6 for r in rows[1:])
+    for row in rows:
+        assert row["delta_vs_unpruned_same_epochs"] == round(
+            row["map50_95_after_finetune"] - rows[0]["map50_95_after_finetune"], 4)
+    logged = {name: (tmp_path / "work" / name / "ultralytics" / "results.csv").read_text().splitlines()[0]
+              for name in ("goal0", "goal50", "goal50-kd1")}
+    assert "kd_loss" in logged["goal50-kd1"] and "kd_loss" not in logged["goal50"], "only the -kd run had a teacher"
