@@ -21,9 +21,11 @@ from pathlib import Path
 import torch
 
 from edgeprune import runtimes
+from edgeprune.errors import EdgepruneError
 from edgeprune.evaluate.latency import measure_interleaved
 from edgeprune.export.onnx import export_fp32
 from edgeprune.manifest import atomic_write_json, atomic_write_text, tool_versions
+from edgeprune.prune.iterative import iterative_prune
 from edgeprune.prune.structured import PruneConfig, count_macs, prune
 
 MODELS = ("yolo11n.yaml", "yolov8n.yaml", "yolo26n.yaml")
@@ -85,11 +87,13 @@ def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2
 
 
 def accuracy(checkpoint: Path, data: str, reductions, epochs: int, imgsz: int, work: Path,
-             distill_weight: float = 0.0) -> list[dict]:
+             distill_weight: float = 0.0, steps: int = 1) -> list[dict]:
     """mAP50-95 after `epochs` of fine-tuning at each FLOPs goal, and of the unpruned model (goal 0).
 
     With `distill_weight` > 0 every pruned goal is fine-tuned twice, without and with distillation from
-    the unpruned checkpoint, so the two rows differ only in the teacher.
+    the unpruned checkpoint, so the two rows differ only in the teacher. With `steps` > 1 the goal is
+    reached in that many cuts and the same total epochs are split between them (epochs // steps between
+    cuts, the rest after the last), so the control's epoch count still matches.
     """
     from edgeprune.data.build import ensure_dataset
     from edgeprune.evaluate.detection import evaluate_model
@@ -99,26 +103,44 @@ def accuracy(checkpoint: Path, data: str, reductions, epochs: int, imgsz: int, w
     dataset = ensure_dataset(data)
     base = load_model(checkpoint)
     start_map = evaluate_model(base, dataset, imgsz, desc="eval checkpoint")["map50_95"]
+    between = epochs // steps if steps > 1 else 0
+    if steps > 1 and between < 1:
+        raise EdgepruneError(f"{epochs} epochs cannot be split over {steps} pruning steps", "give more --epochs")
     weights = (0.0, distill_weight) if distill_weight else (0.0,)
-    runs = [(0.0, 0.0)] + [(goal, kd) for goal in reductions for kd in weights]
     rows = []
-    for goal, kd in runs:
-        model, result = (base, None) if goal == 0 else prune(base, PruneConfig(flops_reduction=goal, imgsz=imgsz))
-        before = start_map if goal == 0 else evaluate_model(model, dataset, imgsz, desc=f"eval pruned {goal:.0%}")[
-            "map50_95"]
-        student = load_model(checkpoint) if goal == 0 else model  # train() updates its module in place: not `base`
-        cfg = finetune_recipe(epochs, imgsz, distill_weight=kd)
-        name = f"goal{int(goal * 100)}" + (f"-kd{kd:g}" if kd else "")
-        tuned = train(student, dataset, cfg, work / name, teacher=load_model(checkpoint) if kd else None)
+    for goal, kd in [(0.0, 0.0)] + [(goal, kd) for goal in reductions for kd in weights]:
+        cuts = steps if goal else 0
+        name = f"goal{int(goal * 100)}" + (f"-steps{cuts}" if cuts > 1 else "") + (f"-kd{kd:g}" if kd else "")
+
+        def tune(model, epochs_now, folder, kd=kd):
+            cfg = finetune_recipe(epochs_now, imgsz, distill_weight=kd)
+            return train(model, dataset, cfg, folder, teacher=load_model(checkpoint) if kd else None)
+
+        if goal == 0:  # train() updates its module in place: the control trains a fresh copy, not `base`
+            model, result = load_model(checkpoint), None
+        elif cuts == 1:
+            model, result = prune(base, PruneConfig(flops_reduction=goal, imgsz=imgsz))
+        else:
+            model, result, _ = iterative_prune(base, PruneConfig(flops_reduction=goal, imgsz=imgsz), cuts,
+                                               lambda m, step: tune(m, between, work / name / f"step{step}"))
+        before = start_map if goal == 0 else evaluate_model(model, dataset, imgsz, desc=f"eval {name}")["map50_95"]
+        tuned = tune(model, epochs - between * max(0, cuts - 1), work / name)
         after = evaluate_model(tuned, dataset, imgsz, desc=f"eval tuned {name}")["map50_95"]
         rows.append({"checkpoint": str(checkpoint), "flops_goal": goal, "epochs": epochs, "imgsz": imgsz,
-                     "distill_weight": kd, "flops_removed": 0.0 if result is None else round(result.flops_reduction, 3),
+                     "distill_weight": kd, "prune_steps": cuts,
+                     "flops_removed": 0.0 if result is None else round(result.flops_reduction, 3),
                      "map50_95_before_finetune": round(before, 4), "map50_95_after_finetune": round(after, 4)})
         print(rows[-1], flush=True)
     control = rows[0]["map50_95_after_finetune"]
     for row in rows:
         row["delta_vs_unpruned_same_epochs"] = round(row["map50_95_after_finetune"] - control, 4)
     return rows
+
+
+def _recipe(row: dict) -> str:
+    parts = [f"{row['prune_steps']} cuts"] if row.get("prune_steps", 1) > 1 else []
+    parts += [f"distil {row['distill_weight']:g}"] if row.get("distill_weight") else []
+    return " + ".join(parts) or "—"
 
 
 def markdown(result: dict) -> str:
@@ -138,12 +160,11 @@ def markdown(result: dict) -> str:
     if result.get("accuracy"):
         rows = result["accuracy"]
         lines += [f"## mAP50-95 after fine-tuning ({rows[0]['imgsz']} px, bundled dataset, deploy recipe)", "",
-                  "| checkpoint | FLOPs goal | FLOPs removed | epochs | distillation | before fine-tuning | "
+                  "| checkpoint | FLOPs goal | FLOPs removed | epochs | recipe | before fine-tuning | "
                   "after fine-tuning | vs unpruned + same epochs |", "|---|---|---|---|---|---|---|---|"]
         for r in rows:
-            kd = f"weight {r['distill_weight']:g}" if r.get("distill_weight") else "—"
             lines.append(f"| {Path(r['checkpoint']).name} | {r['flops_goal']:.0%} | {r['flops_removed']:.0%} | "
-                         f"{r['epochs']} | {kd} | {r['map50_95_before_finetune']:.3f} | "
+                         f"{r['epochs']} | {_recipe(r)} | {r['map50_95_before_finetune']:.3f} | "
                          f"{r['map50_95_after_finetune']:.3f} | "
                          f"{r['delta_vs_unpruned_same_epochs'] * 100:+.1f} pts |")
         lines.append("")
@@ -164,6 +185,8 @@ def main(argv=None) -> int:
     parser.add_argument("--accuracy-imgsz", type=int, default=256)
     parser.add_argument("--distill-weight", type=float, default=0.0, help="with --accuracy: also fine-tune every "
                         "pruned goal with distillation from the unpruned checkpoint at this weight")
+    parser.add_argument("--steps", type=int, default=1, help="with --accuracy: reach each goal in this many cuts, "
+                        "the --epochs split between them")
     parser.add_argument("--skip-latency", action="store_true", help="only the --accuracy part")
     parser.add_argument("--accuracy-from", nargs="*", default=[], metavar="JSON",
                         help="add the accuracy rows of earlier runs (their prune.json), e.g. other checkpoints")
@@ -175,7 +198,8 @@ def main(argv=None) -> int:
               else run(args.models, tuple(args.goals), args.imgsz, args.threads, repeats=args.repeats))
     if args.accuracy:
         result["accuracy"] = accuracy(Path(args.accuracy), args.data, tuple(args.goals), args.epochs,
-                                      args.accuracy_imgsz, (out / "prune-accuracy").resolve(), args.distill_weight)
+                                      args.accuracy_imgsz, (out / "prune-accuracy").resolve(),
+                                      distill_weight=args.distill_weight, steps=args.steps)
     for earlier in args.accuracy_from:
         result.setdefault("accuracy", []).extend(json.loads(Path(earlier).read_text()).get("accuracy", []))
     atomic_write_json(out / "prune.json", result)

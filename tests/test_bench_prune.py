@@ -35,7 +35,7 @@ def test_bench_prune_rows_and_report(tmp_path):
     text = bench_prune.markdown(result)
     assert "| yolo11n.yaml | 50% |" in text and "2 repeat(s)" in text
     assert "| yolo11n-synth.pt | 50% | 51% | 12 | — | 0.100 | 0.450 | -2.7 pts |" in text
-    assert "| yolo11n-synth.pt | 50% | 51% | 12 | weight 1 | 0.100 | 0.470 | -0.7 pts |" in text
+    assert "| yolo11n-synth.pt | 50% | 51% | 12 | distil 1 | 0.100 | 0.470 | -0.7 pts |" in text
     assert bench_prune.main(["--skip-latency", "--accuracy-from", str(tmp_path / "earlier.json"),
                              "--out", str(tmp_path / "out")]) == 0
     merged = json.loads((tmp_path / "out" / "prune.json").read_text())
@@ -45,13 +45,19 @@ def test_bench_prune_rows_and_report(tmp_path):
 @pytest.mark.slow
 def test_accuracy_rows_with_and_without_distillation(tiny_data, tiny_model, tmp_path):
     checkpoint = save_model(tiny_model, tmp_path / "tiny.pt")
-    rows = bench_prune.accuracy(checkpoint, str(tiny_data), (0.5,), epochs=1, imgsz=64, work=tmp_path / "work",
-                                distill_weight=1.0)
-    assert [(r["flops_goal"], r["distill_weight"]) for r in rows] == [(0.0, 0.0), (0.5, 0.0), (0.5, 1.0)]
+    rows = bench_prune.accuracy(checkpoint, str(tiny_data), (0.5,), epochs=2, imgsz=64, work=tmp_path / "work",
+                                distill_weight=1.0, steps=2)
+    assert [(r["flops_goal"], r["distill_weight"], r["prune_steps"]) for r in rows] == [
+        (0.0, 0.0, 0), (0.5, 0.0, 2), (0.5, 1.0, 2)]
+    assert bench_prune._recipe(rows[2]) == "2 cuts + distil 1" and bench_prune._recipe(rows[0]) == "—"
     assert rows[0]["delta_vs_unpruned_same_epochs"] == 0 and all(0.4 <= r["flops_removed"] <= 0.6 for r in rows[1:])
     for row in rows:
         assert row["delta_vs_unpruned_same_epochs"] == round(
             row["map50_95_after_finetune"] - rows[0]["map50_95_after_finetune"], 4)
     logged = {name: (tmp_path / "work" / name / "ultralytics" / "results.csv").read_text().splitlines()[0]
-              for name in ("goal0", "goal50", "goal50-kd1")}
-    assert "kd_loss" in logged["goal50-kd1"] and "kd_loss" not in logged["goal50"], "only the -kd run had a teacher"
+              for name in ("goal0", "goal50-steps2", "goal50-steps2-kd1", "goal50-steps2-kd1/step1")}
+    assert "kd_loss" in logged["goal50-steps2-kd1"] and "kd_loss" not in logged["goal50-steps2"], "only -kd: a teacher"
+    assert "kd_loss" in logged["goal50-steps2-kd1/step1"], "the teacher also teaches between the cuts"
+    epochs = {name: len((tmp_path / "work" / name / "ultralytics" / "results.csv").read_text().splitlines()) - 1
+              for name in ("goal0", "goal50-steps2", "goal50-steps2/step1")}
+    assert epochs == {"goal0": 2, "goal50-steps2": 1, "goal50-steps2/step1": 1}, "same total epochs as the control"
