@@ -87,13 +87,13 @@ def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2
 
 
 def accuracy(checkpoint: Path, data: str, reductions, epochs: int, imgsz: int, work: Path,
-             distill_weight: float = 0.0, steps: int = 1) -> list[dict]:
+             distill_weight: float = 0.0, steps=(1,)) -> list[dict]:
     """mAP50-95 after `epochs` of fine-tuning at each FLOPs goal, and of the unpruned model (goal 0).
 
     With `distill_weight` > 0 every pruned goal is fine-tuned twice, without and with distillation from
-    the unpruned checkpoint, so the two rows differ only in the teacher. With `steps` > 1 the goal is
-    reached in that many cuts and the same total epochs are split between them (epochs // steps between
-    cuts, the rest after the last), so the control's epoch count still matches.
+    the unpruned checkpoint, so the two rows differ only in the teacher. Each entry of `steps` is a
+    schedule: with n > 1 cuts the same total epochs are split between them (epochs // n between cuts,
+    the rest after the last), so the control's epoch count still matches.
     """
     from edgeprune.data.build import ensure_dataset
     from edgeprune.evaluate.detection import evaluate_model
@@ -103,13 +103,13 @@ def accuracy(checkpoint: Path, data: str, reductions, epochs: int, imgsz: int, w
     dataset = ensure_dataset(data)
     base = load_model(checkpoint)
     start_map = evaluate_model(base, dataset, imgsz, desc="eval checkpoint")["map50_95"]
-    between = epochs // steps if steps > 1 else 0
-    if steps > 1 and between < 1:
-        raise EdgepruneError(f"{epochs} epochs cannot be split over {steps} pruning steps", "give more --epochs")
+    if any(n < 1 or (n > 1 and epochs // n < 1) for n in steps):
+        raise EdgepruneError(f"{epochs} epochs cannot be split over {max(steps)} pruning steps",
+                             "give steps >= 1 and at least as many --epochs")
     weights = (0.0, distill_weight) if distill_weight else (0.0,)
     rows = []
-    for goal, kd in [(0.0, 0.0)] + [(goal, kd) for goal in reductions for kd in weights]:
-        cuts = steps if goal else 0
+    for goal, cuts, kd in [(0.0, 0, 0.0)] + [(g, n, kd) for g in reductions for n in steps for kd in weights]:
+        between = epochs // cuts if cuts > 1 else 0
         name = f"goal{int(goal * 100)}" + (f"-steps{cuts}" if cuts > 1 else "") + (f"-kd{kd:g}" if kd else "")
 
         def tune(model, epochs_now, folder, kd=kd):
@@ -185,8 +185,8 @@ def main(argv=None) -> int:
     parser.add_argument("--accuracy-imgsz", type=int, default=256)
     parser.add_argument("--distill-weight", type=float, default=0.0, help="with --accuracy: also fine-tune every "
                         "pruned goal with distillation from the unpruned checkpoint at this weight")
-    parser.add_argument("--steps", type=int, default=1, help="with --accuracy: reach each goal in this many cuts, "
-                        "the --epochs split between them")
+    parser.add_argument("--steps", type=int, nargs="*", default=[1], help="with --accuracy: schedules to compare, "
+                        "each reaching every goal in that many cuts with the --epochs split between them")
     parser.add_argument("--skip-latency", action="store_true", help="only the --accuracy part")
     parser.add_argument("--accuracy-from", nargs="*", default=[], metavar="JSON",
                         help="add the accuracy rows of earlier runs (their prune.json), e.g. other checkpoints")
@@ -199,7 +199,7 @@ def main(argv=None) -> int:
     if args.accuracy:
         result["accuracy"] = accuracy(Path(args.accuracy), args.data, tuple(args.goals), args.epochs,
                                       args.accuracy_imgsz, (out / "prune-accuracy").resolve(),
-                                      distill_weight=args.distill_weight, steps=args.steps)
+                                      distill_weight=args.distill_weight, steps=tuple(args.steps))
     for earlier in args.accuracy_from:
         result.setdefault("accuracy", []).extend(json.loads(Path(earlier).read_text()).get("accuracy", []))
     atomic_write_json(out / "prune.json", result)

@@ -46,7 +46,7 @@ def test_bench_prune_rows_and_report(tmp_path):
 def test_accuracy_rows_with_and_without_distillation(tiny_data, tiny_model, tmp_path):
     checkpoint = save_model(tiny_model, tmp_path / "tiny.pt")
     rows = bench_prune.accuracy(checkpoint, str(tiny_data), (0.5,), epochs=2, imgsz=64, work=tmp_path / "work",
-                                distill_weight=1.0, steps=2)
+                                distill_weight=1.0, steps=(2,))
     assert [(r["flops_goal"], r["distill_weight"], r["prune_steps"]) for r in rows] == [
         (0.0, 0.0, 0), (0.5, 0.0, 2), (0.5, 1.0, 2)]
     assert bench_prune._recipe(rows[2]) == "2 cuts + distil 1" and bench_prune._recipe(rows[0]) == "—"
