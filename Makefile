@@ -75,9 +75,11 @@ bench-guard: setup                # the INT8 guard's levels + sensitivity search
 	$(BIN)/python -m edgeprune.bench_guard --format tensorrt --out bench
 
 # params / GFLOPs / ONNX Runtime latency before vs after pruning at 30/50/70 %;
-# ACCURACY=baselines/yolo11n-synth.pt adds mAP50-95 after fine-tuning per goal vs the unpruned control (slow)
+# ACCURACY=baselines/yolo11n-synth.pt adds mAP50-95 after fine-tuning per goal vs the unpruned control (slow);
+# DISTILL=4 also fine-tunes each goal with distillation from that checkpoint, STEPS="1 2" compares schedules
 bench-prune: setup
-	$(BIN)/python -m edgeprune.bench_prune --out bench $(if $(ACCURACY),--accuracy $(ACCURACY))
+	$(BIN)/python -m edgeprune.bench_prune --out bench $(if $(ACCURACY),--accuracy $(ACCURACY)) \
+		$(if $(DISTILL),--distill-weight $(DISTILL)) $(if $(STEPS),--steps $(STEPS))
 
 bench-stream: setup                # end-to-end FPS and latency of the drone / automotive loops on the rpi bundle
 	$(BIN)/edgeprune data video --out bench/val.avi
