@@ -100,12 +100,12 @@ def accuracy(checkpoint: Path, data: str, reductions, epochs: int, imgsz: int, w
     from edgeprune.finetune.trainer import finetune_recipe, train
     from edgeprune.models.checkpoint import load_model
 
-    dataset = ensure_dataset(data)
-    base = load_model(checkpoint)
-    start_map = evaluate_model(base, dataset, imgsz, desc="eval checkpoint")["map50_95"]
     if any(n < 1 or (n > 1 and epochs // n < 1) for n in steps):
         raise EdgepruneError(f"{epochs} epochs cannot be split over {max(steps)} pruning steps",
                              "give steps >= 1 and at least as many --epochs")
+    dataset = ensure_dataset(data)
+    base = load_model(checkpoint)
+    start_map = evaluate_model(base, dataset, imgsz, desc="eval checkpoint")["map50_95"]
     weights = (0.0, distill_weight) if distill_weight else (0.0,)
     rows = []
     for goal, cuts, kd in [(0.0, 0, 0.0)] + [(g, n, kd) for g in reductions for n in steps for kd in weights]:
