@@ -9,6 +9,7 @@ MODEL  ?=
 DATA   ?= datasets/synth.yaml
 OUT    ?= dist
 EPOCHS ?=
+TRUST_CHECKPOINT ?=
 PYTEST_ARGS ?=
 
 export OMP_NUM_THREADS ?= $(shell nproc)
@@ -37,7 +38,7 @@ data: setup
 
 deploy: setup
 	$(BIN)/edgeprune deploy --target $(TARGET) --data $(DATA) --out $(OUT) \
-		$(if $(MODEL),--model $(MODEL)) $(if $(EPOCHS),--epochs $(EPOCHS))
+		$(if $(MODEL),--model $(MODEL)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(TRUST_CHECKPOINT),--trust-checkpoint)
 
 emulate: setup emulate-tools      # the bundle's own validation script on qemu's ARM CPU, checked against the host
 	@test -f $(OUT)/$(TARGET)/metadata.json || $(MAKE) deploy TARGET=$(TARGET)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,9 +22,9 @@ from edgeprune.env import PROJECT_ROOT
 from edgeprune.evaluate.detection import evaluate, torch_runner
 from edgeprune.evaluate.latency import measure
 from edgeprune.export.registry import get_exporter
-from edgeprune.manifest import atomic_write_json, atomic_write_text, tool_versions
+from edgeprune.manifest import atomic_write_json, atomic_write_text, scratch_dir, tool_versions
 from edgeprune.models.checkpoint import load_model, save_model
-from edgeprune.pipeline import DEFAULT_BASELINE
+from edgeprune.preflight import DEFAULT_BASELINE
 from edgeprune.quantize.calibration import calibration_set
 from edgeprune.quantize.guard import export_with_guard
 
@@ -64,7 +63,7 @@ def run(model_path: Path, data: str, imgsz: int, calibration_images: int, thread
     rows.append({"tool": "pytorch", "format": "pt", "precision": "fp32", **reference,
                  "size_bytes": model_path.stat().st_size})
     calib = calibration_set(dataset, imgsz, calibration_images)
-    with tempfile.TemporaryDirectory(prefix="edgeprune-bench-") as tmp:
+    with scratch_dir("bench") as tmp:
         tmp = Path(tmp)
         for tool, fmt, precision in OURS:
             exporter = get_exporter(fmt)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from edgeprune import runtimes
 from edgeprune.errors import EdgepruneError
 from edgeprune.evaluate.latency import measure_interleaved
 from edgeprune.export.onnx import export_fp32
-from edgeprune.manifest import atomic_write_json, atomic_write_text, tool_versions
+from edgeprune.manifest import atomic_write_json, atomic_write_text, scratch_dir, tool_versions
 from edgeprune.prune.iterative import iterative_prune
 from edgeprune.prune.structured import PruneConfig, count_macs, prune
 
@@ -61,7 +60,7 @@ def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2
     from ultralytics.nn.tasks import DetectionModel
 
     rows = []
-    with tempfile.TemporaryDirectory(prefix="edgeprune-bench-prune-") as tmp:
+    with scratch_dir("benchprune") as tmp:
         for spec in models:
             torch.manual_seed(0)
             model = DetectionModel(spec, nc=nc, verbose=False).eval()

@@ -16,7 +16,8 @@ from edgeprune.data.letterbox import PAD_VALUE
 from edgeprune.evaluate.detection import IOU_THRESHOLD
 from edgeprune.env import PROJECT_ROOT
 from edgeprune.errors import EdgepruneError
-from edgeprune.manifest import Manifest, atomic_write_json, atomic_write_text, sha256_file, staged_dir
+from edgeprune.manifest import (Manifest, atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file,
+                                staged_dir)
 from edgeprune.report import device_section, write_report
 from edgeprune.targets import Hardware, Target, Validation
 
@@ -54,7 +55,8 @@ def _device_readme(target: Target, meta: dict, rows: list[dict]) -> str:
 - Host-measured accuracy of this exact file: mAP50-95 {art['map50_95']:.3f}, mAP50 {art['map50']:.3f}
   on the validation split (see `report.md`).
 - Latency budget: p{target.latency_percentile} ≤ {target.latency_budget_ms} ms on the device.
-- `metadata.json` lists the sha256 of every file; check it before running.
+- `metadata.json` lists the sha256 of every file; every `validate_*.py` (and the integrations) checks all of
+  them before running anything and exits 3 if one is missing or changed.
 """
 
 
@@ -117,20 +119,31 @@ def write_bundle(target: Target, dataset: Dataset, files: list[Path], artefact: 
 
 
 def add_device_results(bundle: Path, results_file: Path) -> dict:
-    """Take a device script's JSON back into the bundle: check it is for this model, store it, re-render."""
-    meta = json.loads((bundle / "metadata.json").read_text())
+    """Take a device script's JSON back into the bundle: check its schema and that it is for this model, then
+    store it and re-render; a failure on the way leaves the bundle as it was (no stray unlisted file)."""
+    from edgeprune.device_results import read_results
+
     try:
-        results = json.loads(Path(results_file).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise EdgepruneError(f"device results {results_file} cannot be read ({error.__class__.__name__})",
-                             "pass the JSON written by the bundle's validate_*.py --out") from None
-    expected = meta["files"].get(meta["model"])
-    if results.get("model_sha256") != expected:
-        raise EdgepruneError(f"device results {results_file} are for model sha256 {str(results.get('model_sha256'))[:12]}, "
+        meta = json.loads((bundle / "metadata.json").read_text())
+        expected = meta["files"][meta["model"]]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise EdgepruneError(f"{bundle}/metadata.json is not an edgeprune bundle's metadata "
+                             f"({error.__class__.__name__})", "pass dist/<target> as written by `edgeprune deploy`"
+                             ) from None
+    results = read_results(results_file)
+    if results["model_sha256"] != expected:
+        raise EdgepruneError(f"device results {results_file} are for model sha256 {results['model_sha256'][:12]}, "
                              f"this bundle's {meta['model']} is {expected[:12]}",
                              "run the validate script of this bundle on the device and feed back its output")
-    name = f"device_results_{len(meta['device_results']) + 1}.json"
-    atomic_write_json(bundle / name, results)
-    meta["device_results"].append(results)
-    _render(bundle, meta)
+    name = bundle / f"device_results_{len(meta['device_results']) + 1}.json"
+    before = {p.name: p.read_bytes() for p in bundle.iterdir() if p.is_file() and p.suffix in (".md", ".png", ".json")}
+    try:
+        atomic_write_json(name, results)
+        meta["device_results"].append(results)
+        _render(bundle, meta)
+    except BaseException:
+        name.unlink(missing_ok=True)
+        for file_name, data in before.items():  # report, README and metadata as they were
+            atomic_write_bytes(bundle / file_name, data)
+        raise
     return results

@@ -9,7 +9,60 @@ from pathlib import Path
 from edgeprune.errors import EdgepruneError
 
 DEFAULT_DATA = "datasets/synth.yaml"
+TRUST_HELP = ("load the checkpoint as a full pickle, which runs any code inside it; only for files whose source you "
+              "trust (default: weights-only loading with an allowlist of model classes)")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one `edgeprune: error: … — fix: …` line, like every other bad input."""
+
+    def error(self, message: str):
+        print(f"edgeprune: error: {message} — fix: see `{self.prog} --help`", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _at_least(minimum: float, kind=int):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def _fraction(text: str) -> float:
+    value = _at_least(0.0, float)(text)
+    if value >= 0.95:
+        raise argparse.ArgumentTypeError(f"must be in [0, 0.95), got {value}")
+    return value
+
+
+def _image_size(text: str) -> int:
+    value = _at_least(32)(text)
+    if value % 32:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 32 (the detector's largest stride), got {value}")
+    return value
+
+
+POSITIVE, NON_NEGATIVE, POSITIVE_FLOAT = _at_least(1), _at_least(0), _at_least(1e-12, float)
 PRUNE_CRITERIA = ("l1", "l2", "bn", "taylor", "random")  # = prune.structured.CRITERIA (kept literal: a light --help)
+
+
+def _input_model(spec: str, args, nc: int | None):
+    """A checkpoint (loaded safely unless --trust-checkpoint) or a model yaml built with random weights, said so."""
+    from edgeprune.models.checkpoint import build_from_yaml, load_model
+    from edgeprune.preflight import MODEL_YAML_SUFFIXES, check_model_yaml
+
+    if not spec.endswith(MODEL_YAML_SUFFIXES):
+        return load_model(spec, trust=args.trust_checkpoint)
+    check_model_yaml(spec)
+    classes = f"{nc} classes from --data" if nc else "80 classes; pass --data for the dataset's"
+    print(f"note: {spec} is a model yaml: built with random weights ({classes}); accuracy needs trained weights")
+    return build_from_yaml(spec, nc or 80).eval()
 
 
 def _cmd_data_synth(args) -> None:
@@ -58,7 +111,7 @@ def _cmd_deploy(args) -> None:
                             run_dir=Path(args.run_dir) if args.run_dir else None, epochs=args.epochs,
                             imgsz=args.imgsz, flops_reduction=args.flops_reduction,
                             calibration_images=args.calibration_images, eval_limit=args.eval_limit,
-                            baseline_epochs=args.baseline_epochs)
+                            baseline_epochs=args.baseline_epochs, trust_checkpoint=args.trust_checkpoint)
     result = deploy(request)
     print(result.summary())
 
@@ -95,19 +148,22 @@ def _cmd_emulate(args) -> None:
 
 def _cmd_prune(args) -> None:
     from edgeprune.manifest import atomic_write_json
-    from edgeprune.models.checkpoint import check_classes, load_model, save_model
+    from edgeprune.models.checkpoint import check_classes, save_model
     from edgeprune.prune.structured import PruneConfig, prune
 
     overrides = tuple((k, float(v)) for k, v in (item.split("=") for item in args.override))
     cfg = PruneConfig(flops_reduction=args.flops, criterion=args.criterion, round_to=args.round_to, imgsz=args.imgsz,
                       overrides=overrides, global_ranking=args.global_ranking)
-    model = load_model(args.model)
-    batches = None
+    dataset = None
     if args.data:  # labelled images for loss-based criteria (taylor)
-        from edgeprune.data.batches import loss_batches
         from edgeprune.data.build import ensure_dataset
 
         dataset = ensure_dataset(args.data)
+    model = _input_model(args.model, args, dataset.nc if dataset else None)
+    batches = None
+    if dataset is not None:
+        from edgeprune.data.batches import loss_batches
+
         check_classes(model, dataset.names, args.model, args.data)
         batches = loss_batches(dataset, args.imgsz, args.loss_images)
     pruned, result = prune(model, cfg, batches=batches)
@@ -130,11 +186,11 @@ def _cmd_finetune(args) -> None:
     from edgeprune.models.checkpoint import check_classes, load_model, param_count, save_model
 
     dataset = ensure_dataset(args.data)
-    model = load_model(args.model)
+    model = _input_model(args.model, args, dataset.nc)
     check_classes(model, dataset.names, args.model, args.data)
     teacher = None
     if args.teacher:
-        teacher = load_model(args.teacher)
+        teacher = load_model(args.teacher, trust=args.trust_checkpoint)
         check_classes(teacher, dataset.names, args.teacher, args.data)
     cfg = finetune_recipe(args.epochs, args.imgsz, batch=args.batch, lr0=args.lr0, seed=args.seed,
                           distill_weight=args.distill_weight if teacher is not None else 0.0,
@@ -142,7 +198,7 @@ def _cmd_finetune(args) -> None:
     out = Path(args.out)
     work_dir = Path(args.work_dir) if args.work_dir else out.parent / f"{out.stem}-train"
     before = evaluate_model(model, dataset, args.imgsz, desc="eval input")["map50_95"]
-    tuned = train(model, dataset, cfg, work_dir, teacher=teacher)
+    tuned = train(model, dataset, cfg, work_dir, teacher=teacher, trust=args.trust_checkpoint)
     tuned.names = dict(enumerate(dataset.names))
     save_model(tuned, out, meta={"finetune": asdict(cfg), "teacher": args.teacher})
     after = evaluate_model(tuned, dataset, args.imgsz, desc="eval fine-tuned")["map50_95"]
@@ -159,7 +215,8 @@ def _cmd_sensitivity(args) -> None:
     from edgeprune.prune.structured import PruneConfig
 
     dataset = ensure_dataset(args.data)
-    drops = sensitivity.scan(load_model(args.model), dataset, PruneConfig(imgsz=args.imgsz), args.ratio, args.limit)
+    model = load_model(args.model, trust=args.trust_checkpoint)
+    drops = sensitivity.scan(model, dataset, PruneConfig(imgsz=args.imgsz), args.ratio, args.limit)
     out = Path(args.out)
     atomic_write_json(out.with_suffix(".json"), {"ratio": args.ratio, "map50_95_drop": drops,
                                                  "suggested_overrides": sensitivity.suggest_overrides(drops, args.ratio)})
@@ -175,8 +232,8 @@ def _cmd_export_list(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgeprune", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="edgeprune", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     p = sub.add_parser("deploy", help="prune -> fine-tune -> INT8 -> export -> validate -> bundle for a target")
     p.add_argument("--target", required=True, help="profile name in targets/ (rpi, ...) or a yaml path")
@@ -184,89 +241,97 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=DEFAULT_DATA, help="dataset yaml (Ultralytics format)")
     p.add_argument("--out", default="dist", help="bundles go to OUT/<target>/")
     p.add_argument("--run-dir", default=None, help="working folder (default runs/<target>)")
-    p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default: the profile's)")
-    p.add_argument("--imgsz", type=int, default=None, help="input size (default: the profile's)")
-    p.add_argument("--flops-reduction", type=float, default=None, help="fraction of FLOPs to remove")
-    p.add_argument("--calibration-images", type=int, default=None)
-    p.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N val images only")
-    p.add_argument("--baseline-epochs", type=int, default=60, help="epochs to train MODEL first when it is a yaml")
+    p.add_argument("--epochs", type=NON_NEGATIVE, default=None, help="fine-tuning epochs (default: the profile's)")
+    p.add_argument("--imgsz", type=_image_size, default=None, help="input size (default: the profile's)")
+    p.add_argument("--flops-reduction", type=_fraction, default=None, help="fraction of FLOPs to remove")
+    p.add_argument("--calibration-images", type=POSITIVE, default=None)
+    p.add_argument("--eval-limit", type=POSITIVE, default=None, help="evaluate on the first N val images only")
+    p.add_argument("--baseline-epochs", type=POSITIVE, default=60, help="epochs to train MODEL first when it is a yaml")
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=_cmd_deploy)
 
     p = sub.add_parser("baseline", help="train the project's baseline from a yaml and record its provenance")
     p.add_argument("--model", default="yolo11n.yaml")
     p.add_argument("--data", default=DEFAULT_DATA)
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--imgsz", type=int, default=256)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lr0", type=float, default=0.01)
-    p.add_argument("--close-mosaic", type=int, default=10)
+    p.add_argument("--epochs", type=POSITIVE, default=60)
+    p.add_argument("--imgsz", type=_image_size, default=256)
+    p.add_argument("--batch", type=POSITIVE, default=16)
+    p.add_argument("--lr0", type=POSITIVE_FLOAT, default=0.01)
+    p.add_argument("--close-mosaic", type=NON_NEGATIVE, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="baselines/yolo11n-synth.pt")
     p.add_argument("--work-dir", default="runs/baseline")
     p.set_defaults(func=_cmd_baseline)
 
-    data = sub.add_parser("data", help="build datasets").add_subparsers(dest="data_command", required=True)
+    data = sub.add_parser("data", help="build datasets").add_subparsers(
+        dest="data_command", required=True, parser_class=OneLineParser)
     p = data.add_parser("synth", help="deterministic synthetic shapes dataset")
     p.add_argument("--out", default="datasets/synth")
     p.add_argument("--yaml", default="datasets/synth.yaml")
-    p.add_argument("--train", type=int, default=640)
-    p.add_argument("--val", type=int, default=160)
-    p.add_argument("--imgsz", type=int, default=256)
+    p.add_argument("--train", type=POSITIVE, default=640)
+    p.add_argument("--val", type=POSITIVE, default=160)
+    p.add_argument("--imgsz", type=_image_size, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_data_synth)
     p = data.add_parser("video", help="an MJPG video of the val images, for stream benchmarks")
     p.add_argument("--data", default=DEFAULT_DATA)
     p.add_argument("--out", default="bench/val.avi")
-    p.add_argument("--fps", type=float, default=30.0)
-    p.add_argument("--frames", type=int, default=150)
+    p.add_argument("--fps", type=POSITIVE_FLOAT, default=30.0)
+    p.add_argument("--frames", type=POSITIVE, default=150)
     p.set_defaults(func=_cmd_data_video)
     p = data.add_parser("coco-subset", help="class-balanced subset of an official COCO layout")
     p.add_argument("--coco-root", required=True, help="folder with annotations/ and train2017/ val2017/")
     p.add_argument("--out", default="datasets/coco-subset")
     p.add_argument("--yaml", default="datasets/coco-subset.yaml")
-    p.add_argument("--per-class", type=int, default=50, help="images per class and split (train)")
+    p.add_argument("--per-class", type=POSITIVE, default=50, help="images per class and split (train)")
     p.add_argument("--classes", nargs="*", default=None, help="COCO class names to keep (default: all 80)")
     p.add_argument("--negatives", type=float, default=0.05, help="fraction of images without objects")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_data_coco)
 
     p = sub.add_parser("prune", help="structured channel pruning of a checkpoint to a FLOPs goal")
-    p.add_argument("--model", required=True)
-    p.add_argument("--flops", type=float, default=0.5, help="fraction of FLOPs to remove")
+    p.add_argument("--model", required=True, help="checkpoint .pt, or a model yaml (random weights: for architecture "
+                                                  "studies; importance of random weights means little)")
+    p.add_argument("--flops", type=_fraction, default=0.5, help="fraction of FLOPs to remove")
     p.add_argument("--criterion", default="l2", choices=PRUNE_CRITERIA,
                    help="channel importance; taylor uses detection-loss gradients and needs --data")
     p.add_argument("--global", dest="global_ranking", action="store_true",
                    help="rank channels across all layers (importance normalised per layer) instead of one ratio each")
     p.add_argument("--data", default=None, help="dataset yaml whose train images score channels (taylor)")
-    p.add_argument("--loss-images", type=int, default=64, help="train images used for taylor gradients")
-    p.add_argument("--round-to", type=int, default=8)
-    p.add_argument("--imgsz", type=int, default=256)
+    p.add_argument("--loss-images", type=POSITIVE, default=64, help="train images used for taylor gradients")
+    p.add_argument("--round-to", type=POSITIVE, default=8)
+    p.add_argument("--imgsz", type=_image_size, default=256)
     p.add_argument("--override", nargs="*", default=[], help="per-layer ratios, e.g. model.9.=0.2 model.22.=0.6")
     p.add_argument("--out", required=True)
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=_cmd_prune)
 
     p = sub.add_parser("finetune", help="fine-tune a (pruned) checkpoint keeping its architecture; can distil")
-    p.add_argument("--model", required=True, help="checkpoint .pt (e.g. from `edgeprune prune`)")
+    p.add_argument("--model", required=True,
+                   help="checkpoint .pt (e.g. from `edgeprune prune`) or a model yaml (random weights: trains from scratch)")
     p.add_argument("--data", default=DEFAULT_DATA)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--imgsz", type=int, default=256)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lr0", type=float, default=0.01)
+    p.add_argument("--epochs", type=NON_NEGATIVE, default=10)
+    p.add_argument("--imgsz", type=_image_size, default=256)
+    p.add_argument("--batch", type=POSITIVE, default=16)
+    p.add_argument("--lr0", type=POSITIVE_FLOAT, default=0.01)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--teacher", default=None, help="unpruned checkpoint to distil from (frozen, never saved)")
-    p.add_argument("--distill-weight", type=float, default=1.0, help="weight of the distillation term (with --teacher)")
-    p.add_argument("--temperature", type=float, default=2.0, help="distillation temperature (with --teacher)")
+    p.add_argument("--distill-weight", type=_at_least(0.0, float), default=1.0,
+                   help="weight of the distillation term (with --teacher)")
+    p.add_argument("--temperature", type=POSITIVE_FLOAT, default=2.0, help="distillation temperature (with --teacher)")
     p.add_argument("--work-dir", default=None, help="Ultralytics run folder (default: OUT's folder/<stem>-train)")
     p.add_argument("--out", required=True)
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=_cmd_finetune)
 
     p = sub.add_parser("sensitivity", help="per-block pruning sensitivity scan (plot + suggested overrides)")
     p.add_argument("--model", required=True)
     p.add_argument("--data", default=DEFAULT_DATA)
-    p.add_argument("--imgsz", type=int, default=256)
-    p.add_argument("--ratio", type=float, default=0.5)
-    p.add_argument("--limit", type=int, default=64, help="val images used per evaluation")
+    p.add_argument("--imgsz", type=_image_size, default=256)
+    p.add_argument("--ratio", type=_fraction, default=0.5)
+    p.add_argument("--limit", type=POSITIVE, default=64, help="val images used per evaluation")
     p.add_argument("--out", default="runs/sensitivity")
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=_cmd_sensitivity)
 
     p = sub.add_parser("validate", help="take on-device results (JSON from the bundle's script) into the report")
@@ -279,13 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="rpi", help="target profile (its emulation section picks CPU and policy)")
     p.add_argument("--bundle", help="bundle folder (default dist/<target>)")
     p.add_argument("--data", default=DEFAULT_DATA, help="dataset whose val images are compared")
-    p.add_argument("--count", type=int, default=8, help="val images compared (default 8)")
+    p.add_argument("--count", type=POSITIVE, default=8, help="val images compared (default 8)")
     p.add_argument("--images", nargs="+", help="compare on these images instead")
     p.add_argument("--qemu-cpu", help="override the profile's qemu CPU model (e.g. to see 'max' fail)")
     p.add_argument("--out", help="report folder (default runs/emulate/<target>)")
     p.set_defaults(func=_cmd_emulate)
 
-    p = sub.add_parser("export", help="export formats").add_subparsers(dest="export_command", required=True)
+    p = sub.add_parser("export", help="export formats").add_subparsers(
+        dest="export_command", required=True, parser_class=OneLineParser)
     p.add_parser("list", help="registered exporters and their capabilities").set_defaults(func=_cmd_export_list)
     return parser
 

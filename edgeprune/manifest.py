@@ -58,6 +58,52 @@ def staged_dir(final: Path):
     partial.rename(final)
 
 
+SCRATCH_PREFIX = "edgeprune-"
+LEFTOVERS = ("*.partial", f".{SCRATCH_PREFIX}*")  # staged_dir / atomic_write_* / scratch_dir names
+
+
+def scratch_dir(kind: str, dir: Path | None = None) -> tempfile.TemporaryDirectory:
+    """A temporary folder named after this process, so a later run can tell a killed run's leftovers from a live one's.
+
+    Inside a run folder (`dir` given) it is hidden; in the system temp folder it is `edgeprune-<kind>-<pid>-…`.
+    """
+    hidden = "." if dir is not None else ""
+    return tempfile.TemporaryDirectory(prefix=f"{hidden}{SCRATCH_PREFIX}{kind}-{os.getpid()}-", dir=dir)
+
+
+def _owner_alive(path: Path) -> bool:
+    parts = path.name.lstrip(".").split("-")
+    if len(parts) < 4 or not parts[2].isdigit():
+        return False  # not a scratch_dir name: an older layout's leftover
+    pid = int(parts[2])
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_leftovers(*folders: Path) -> list[Path]:
+    """Remove what a killed run left: partial files and folders in `folders`, and dead processes' scratch folders.
+
+    Called at the start of a run, so leftovers live at most until the next one. Returns what was removed.
+    """
+    removed = []
+    candidates = [p for folder in folders if Path(folder).exists() for pattern in LEFTOVERS
+                  for p in Path(folder).rglob(pattern)]
+    candidates += Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*-*")
+    for path in candidates:
+        if not path.exists() or (path.name.lstrip(".").startswith(SCRATCH_PREFIX) and _owner_alive(path)):
+            continue
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
 def sha256_file(path: Path) -> str:
     """sha256 of a file; a folder artefact (CoreML .mlpackage) hashes its sorted relative paths and file
     hashes — the same rule as the device-side `edgeprune_detector.sha256_path`."""

@@ -11,7 +11,6 @@ import copy
 import hashlib
 import json
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from edgeprune import runtimes
 from edgeprune.data.batches import DEFAULT_IMAGES as LOSS_IMAGES
 from edgeprune.data.batches import loss_batches
-from edgeprune.data.build import BUNDLED_YAML, ensure_dataset
+from edgeprune.data.build import BUNDLED_YAML
 from edgeprune.data.dataset import Dataset
 from edgeprune.env import PROJECT_ROOT
 from edgeprune.errors import EdgepruneError
@@ -31,15 +30,15 @@ from edgeprune.evaluate.model_stats import model_stats
 from edgeprune.evaluate.roofline import activation_elements, estimate_latency_ms
 from edgeprune.export.registry import get_exporter
 from edgeprune.finetune.trainer import TrainConfig, finetune_recipe, train
-from edgeprune.manifest import Manifest, atomic_write_json, jsonable, sha256_file
+from edgeprune.manifest import Manifest, atomic_write_json, jsonable, scratch_dir, sha256_file, sweep_leftovers
 from edgeprune.models.checkpoint import build_from_yaml, check_classes, load_model, save_model
+from edgeprune.preflight import check_deploy
 from edgeprune.prune.iterative import iterative_prune
 from edgeprune.prune.structured import DATA_CRITERIA, PruneConfig, prune
 from edgeprune.quantize.calibration import calibration_set
 from edgeprune.quantize.guard import export_with_guard, move_into
-from edgeprune.targets import Target, load_target
+from edgeprune.targets import Target
 
-DEFAULT_BASELINE = PROJECT_ROOT / "baselines" / "yolo11n-synth.pt"
 
 
 @dataclass
@@ -56,6 +55,7 @@ class DeployRequest:
     eval_limit: int | None = None  # evaluate on the first N val images (tests)
     baseline_epochs: int = 60  # when MODEL is a yaml: epochs to train it first
     threads: int = 2  # host latency threads
+    trust_checkpoint: bool = False  # load MODEL (and the run's own checkpoints) as full pickles: runs their code
 
 
 @dataclass
@@ -100,14 +100,14 @@ class Stages:
 
 
 def quantization_aware_retry(exporter, tuned, artefact: Path, imgsz: int, calib, reference: float, target: Target,
-                             dataset: Dataset, work_dir: Path, measure_file, ptq: dict) -> dict:
+                             dataset: Dataset, work_dir: Path, measure_file, ptq: dict, trust: bool = False) -> dict:
     """PTQ missed the budget: fine-tune through fake INT8 (edgeprune.quantize.qat), export again with the guard,
     and keep whichever artefact is more accurate (the QAT one replaces the PTQ files only if it wins)."""
     mode = "asymmetric" if target.runtime == "tflite" else "symmetric"
     cfg = finetune_recipe(target.qat_epochs, imgsz, lr0=0.001, close_mosaic=target.qat_epochs, qat=mode)
     print(f"  INT8 guard: PTQ missed the budget; quantization-aware fine-tuning for {cfg.epochs} epochs ({mode})")
-    qat_model = train(copy.deepcopy(tuned), dataset, cfg, work_dir)  # train() updates its module in place
-    with tempfile.TemporaryDirectory(prefix=".qat-", dir=artefact.parent) as tmp:
+    qat_model = train(copy.deepcopy(tuned), dataset, cfg, work_dir, trust=trust)  # updates its module in place
+    with scratch_dir("qat", dir=artefact.parent) as tmp:
         candidate = Path(tmp) / artefact.name
         out = export_with_guard(exporter, qat_model, candidate, imgsz, target.precision, calib, reference,
                                 target.max_map_drop, measure_file, target.guard_search_units)
@@ -142,24 +142,12 @@ def _torch_metrics(model: torch.nn.Module, dataset: Dataset, imgsz: int, req: De
     return metrics
 
 
-def _resolve_model(req: DeployRequest, dataset: Dataset) -> str:
-    if req.model:
-        return req.model
-    if Path(req.data).resolve() != BUNDLED_YAML.resolve():
-        raise EdgepruneError(f"no MODEL given for dataset {req.data}: the bundled baseline only knows the bundled data",
-                             "pass MODEL=<your checkpoint.pt> or MODEL=yolo11n.yaml to train one on this dataset")
-    if not DEFAULT_BASELINE.exists():
-        raise EdgepruneError(f"the project's baseline {DEFAULT_BASELINE} is missing",
-                             "run `make baseline` to train it, or pass MODEL=")
-    return str(DEFAULT_BASELINE)
-
-
 def deploy(req: DeployRequest) -> DeployResult:
-    target = load_target(req.target, imgsz=req.imgsz, finetune_epochs=req.epochs,
-                         flops_reduction=req.flops_reduction, calibration_images=req.calibration_images)
-    dataset = ensure_dataset(req.data)
-    model_spec = _resolve_model(req, dataset)
+    checked = check_deploy(req)  # every input is checked before the run folder is touched
+    target, dataset, model_spec = checked.target, checked.dataset, checked.model_spec
+    trust = req.trust_checkpoint
     run_dir = Path(req.run_dir or PROJECT_ROOT / "runs" / target.name).resolve()
+    sweep_leftovers(run_dir, Path(req.out))
     stages = Stages(run_dir)
     stages.manifest.set("request", {k: str(v) for k, v in asdict(req).items()})
     stages.manifest.set("target", asdict(target))
@@ -169,18 +157,16 @@ def deploy(req: DeployRequest) -> DeployResult:
 
     # 1. baseline: load (or train from a yaml) and measure
     base_pt = run_dir / "baseline" / "model.pt"
-    is_yaml = model_spec.endswith((".yaml", ".yml"))
-    if not is_yaml:  # refuse a missing, corrupt or mismatched checkpoint before any stage starts
-        check_classes(load_model(model_spec), dataset.names, model_spec, req.data)
+    is_yaml = checked.is_yaml
     model_input = {"model": model_spec if is_yaml else sha256_file(Path(model_spec)), "data": data_sha}
 
     def baseline_stage():
         if is_yaml:
             model = build_from_yaml(model_spec, dataset.nc)
             cfg = TrainConfig(epochs=req.baseline_epochs, imgsz=imgsz, close_mosaic=10)
-            model = train(model, dataset, cfg, run_dir / "baseline")
+            model = train(model, dataset, cfg, run_dir / "baseline", trust=trust)
         else:
-            model = load_model(model_spec)
+            model = load_model(model_spec, trust=trust)
         check_classes(model, dataset.names, model_spec, req.data)
         model.names = dict(enumerate(dataset.names))
         save_model(model, base_pt, meta={"source": model_spec})
@@ -207,10 +193,11 @@ def deploy(req: DeployRequest) -> DeployResult:
         if target.prune_steps > 1:  # cut in steps with fine-tuning between; the finetune stage follows the last
             between = finetune_recipe(epochs_between, imgsz, close_mosaic=1)
             pruned, result, steps_log = iterative_prune(
-                load_model(base_pt), prune_cfg, target.prune_steps,
-                lambda model, step: train(model, dataset, between, run_dir / "prune" / f"step{step}"), batches)
+                load_model(base_pt, trust=trust), prune_cfg, target.prune_steps,
+                lambda model, step: train(model, dataset, between, run_dir / "prune" / f"step{step}", trust=trust),
+                batches)
         else:
-            pruned, result = prune(load_model(base_pt), prune_cfg, batches=batches())
+            pruned, result = prune(load_model(base_pt, trust=trust), prune_cfg, batches=batches())
         save_model(pruned, pruned_pt, meta={"pruning": result.summary()})
         atomic_write_json(record, {"summary": result.summary(), "kept_channels": result.replay_record(),
                                    "torch_pruning_history": result.history})
@@ -229,8 +216,9 @@ def deploy(req: DeployRequest) -> DeployResult:
     distilling = train_cfg.distill_weight > 0  # the unpruned baseline teaches the pruned student
 
     def finetune_stage():
-        teacher = load_model(base_pt) if distilling else None
-        tuned = train(load_model(pruned_pt), dataset, train_cfg, run_dir / "finetune", teacher=teacher)
+        teacher = load_model(base_pt, trust=trust) if distilling else None
+        tuned = train(load_model(pruned_pt, trust=trust), dataset, train_cfg, run_dir / "finetune", teacher=teacher,
+                      trust=trust)
         save_model(tuned, tuned_pt, meta={"finetune": asdict(train_cfg)})
         return _torch_metrics(tuned, dataset, imgsz, req, "eval fine-tuned")
 
@@ -255,14 +243,14 @@ def deploy(req: DeployRequest) -> DeployResult:
         if target.precision == "int8":
             calib = calibration_set(dataset, imgsz, target.calibration_images,
                                     cache=run_dir / "calibration" / f"calibration_{imgsz}.npy")
-        tuned = load_model(tuned_pt)
+        tuned = load_model(tuned_pt, trust=trust)
         reference = metrics["finetune" if "finetune" in metrics else "prune"]["map50_95"]
         measure_file = lambda path: artefact_metrics(path, dataset, imgsz, req, tuned)  # noqa: E731
         out = export_with_guard(exporter, tuned, artefact, imgsz, target.precision, calib, reference,
                                 target.max_map_drop, measure_file, target.guard_search_units)
         if target.precision == "int8" and target.qat_epochs > 0 and not out["accuracy_guard"]["within_budget"]:
             out = quantization_aware_retry(exporter, tuned, artefact, imgsz, calib, reference, target, dataset,
-                                           run_dir / f"qat-{target.name}", measure_file, out)
+                                           run_dir / f"qat-{target.name}", measure_file, out, trust)
         stats = model_stats(tuned, imgsz)
         out["device_estimate"] = estimate_latency_ms(stats["gflops"], stats["params"],
                                                      activation_elements(tuned, imgsz), target)
@@ -275,7 +263,7 @@ def deploy(req: DeployRequest) -> DeployResult:
     from edgeprune.report import report_rows
 
     rows = report_rows(metrics, target, artefact)
-    end2end = bool(getattr(load_model(tuned_pt).model[-1], "end2end", False))
+    end2end = bool(getattr(load_model(tuned_pt, trust=trust).model[-1], "end2end", False))
     bundle = write_bundle(target, dataset, export_files(artefact.parent), artefact, rows, stages.manifest,
                           metrics["export"], Path(req.out) / target.name, end2end)
     return DeployResult(target, bundle, rows)

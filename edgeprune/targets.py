@@ -84,8 +84,17 @@ class Target:
             problems.append(f"runtime {self.runtime!r} is not one of {RUNTIMES}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision {self.precision!r} is not one of {PRECISIONS}")
-        if self.imgsz % 32:
-            problems.append(f"imgsz {self.imgsz} is not a multiple of 32 (the detector's largest stride)")
+        if self.imgsz < 32 or self.imgsz % 32:
+            problems.append(f"imgsz {self.imgsz} is not a positive multiple of 32 (the detector's largest stride)")
+        minimums = {"finetune_epochs": 0, "calibration_images": 1, "batch": 1, "round_to": 1, "max_map_drop": 0,
+                    "guard_search_units": 0}
+        problems += [f"{key} {getattr(self, key)} must be >= {low}" for key, low in minimums.items()
+                     if getattr(self, key) < low]
+        if not self.latency_budget_ms > 0 or not 0 < self.latency_percentile <= 100:
+            problems.append(f"latency_budget_ms {self.latency_budget_ms} must be > 0 and latency_percentile "
+                            f"{self.latency_percentile} in (0, 100]")
+        if self.validation.warmup < 0 or self.validation.runs < 1 or self.validation.threads < 1:
+            problems.append(f"validation needs warmup >= 0, runs >= 1, threads >= 1 (got {self.validation})")
         if not 0 <= self.flops_reduction < 0.95:
             problems.append(f"flops_reduction {self.flops_reduction} must be in [0, 0.95)")
         from edgeprune.prune.structured import CRITERIA  # here, so `import edgeprune.targets` stays light
@@ -107,12 +116,24 @@ def available_targets(folder: Path = TARGETS_DIR) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
+SCALAR_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
 def _strict(cls, values: dict, where: str):
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
+    """Reject unknown keys and scalars of the wrong type (a quoted number, a list for a size) in one line."""
+    if not isinstance(values, dict):
+        raise EdgepruneError(f"{where}: expected a mapping of keys, got {type(values).__name__}",
+                             "see targets/rpi.yaml for the expected shape")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
     if unknown:
         raise EdgepruneError(f"{where}: unknown key(s) {', '.join(unknown)}",
-                             f"allowed keys are: {', '.join(sorted(known))}")
+                             f"allowed keys are: {', '.join(sorted(fields))}")
+    for key, value in values.items():
+        allowed = SCALAR_TYPES.get(str(fields[key].type))
+        if allowed and (not isinstance(value, allowed) or (bool not in allowed and isinstance(value, bool))):
+            raise EdgepruneError(f"{where}: {key} is {value!r}, expected {fields[key].type}",
+                                 f"write {key} as a plain {fields[key].type} value")
     return values
 
 

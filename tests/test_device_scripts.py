@@ -320,3 +320,21 @@ def test_host_evaluator_and_device_detector_agree(models, tmp_path):
     for d, h in zip(device, host):
         assert d.class_id == int(h[5]) and abs(d.score - h[4]) < 1e-3
         assert np.abs(np.subtract((d.x1, d.y1, d.x2, d.y2), h[:4])).max() <= 1.0
+
+
+def test_every_listed_file_is_checked_not_only_the_model(tmp_path):
+    """metadata.json lists every bundle file; a changed or missing script/report fails like a changed model."""
+    source = tmp_path / "model.mlmodel"
+    source.write_bytes(b"only the bytes are checked off macOS")
+    bundle = make_bundle(tmp_path / "bundle", source)
+    (bundle / "report.md").write_text("# report\n")
+    meta = json.loads((bundle / "metadata.json").read_text())
+    meta["files"]["report.md"] = _sha256(bundle / "report.md")
+    (bundle / "metadata.json").write_text(json.dumps(meta))
+    assert run_script("validate_coreml.py", bundle, "--dry-run").returncode == 0
+    (bundle / "report.md").write_text("# edited\n")
+    changed = run_script("validate_coreml.py", bundle, "--dry-run")
+    assert changed.returncode == 3 and "report.md: expected sha256" in changed.stderr and changed.stdout == ""
+    (bundle / "report.md").unlink()
+    missing = run_script("validate_coreml.py", bundle, "--dry-run")
+    assert missing.returncode == 3 and "report.md is missing" in missing.stderr

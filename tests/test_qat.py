@@ -110,7 +110,7 @@ def test_qat_retry_keeps_the_better_artefact(tmp_path, monkeypatch):
             out.write_text(f"qat-{model}")
             return out
 
-    monkeypatch.setattr(pipeline, "train", lambda model, dataset, cfg, work_dir: f"{model}+{cfg.qat}")
+    monkeypatch.setattr(pipeline, "train", lambda model, dataset, cfg, work_dir, **_: f"{model}+{cfg.qat}")
     target = load_target("rpi")
     for qat_map, winner in ((0.50, "qat-tuned+asymmetric"), (0.30, "ptq")):
         folder = tmp_path / f"case{qat_map}"

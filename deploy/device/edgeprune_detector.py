@@ -103,16 +103,29 @@ def model_path(bundle: Path, meta: dict) -> Path:
 
 
 def verify_model(bundle: Path, meta: dict) -> str:
-    """Check the model against metadata["files"] before anything runs it; returns its sha256."""
+    """Check the whole bundle against metadata["files"] before anything runs; returns the model's sha256.
+
+    Every listed file is checked (model, scripts, report, manifest), not only the model: a changed
+    decoding script or metadata-adjacent file is as wrong on a device as a changed model.
+    """
     path = model_path(bundle, meta)
-    expected = meta.get("files", {}).get(path.name)
-    if not expected:
+    files = meta.get("files")
+    if not isinstance(files, dict) or not files.get(path.name):
         raise IntegrityError(f"{METADATA} lists no sha256 for {path.name}, so it cannot be verified")
-    actual = sha256_path(path)
-    if actual != expected:
-        raise IntegrityError(f"{path.name} failed its integrity check: expected sha256 {expected}, got {actual} "
-                             f"(re-copy the bundle)")
-    return actual
+    problems = []
+    for name, expected in sorted(files.items(), key=lambda item: item[0] != path.name):  # the model first
+        item = Path(bundle) / name
+        if not item.exists():
+            problems.append(f"{name} is missing")
+            continue
+        actual = sha256_path(item)
+        if actual != expected:
+            problems.append(f"{name}: expected sha256 {expected}, got {actual}")
+    if problems:
+        more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
+        raise IntegrityError(f"bundle failed its integrity check: {'; '.join(problems[:2])}{more} "
+                             "(re-copy the whole bundle)")
+    return files[path.name]
 
 
 def package_version(distribution: str) -> str | None:

@@ -94,6 +94,35 @@ def parse_label_file(path: Path, nc: int) -> list[tuple[int, float, float, float
     return rows
 
 
+def check_labels_present(dataset: Dataset) -> None:
+    """Detection needs boxes: a split where no image has a label file is a wrong path, not background."""
+    for split, images in (("train", dataset.train_images), ("val", dataset.val_images)):
+        if not any(dataset.label_path(image).exists() for image in images):
+            example = dataset.label_path(images[0])
+            raise EdgepruneError(f"dataset {dataset.yaml_path}: none of the {len(images)} {split} images has a label "
+                                 f"file (looked for e.g. {example})",
+                                 "put YOLO label .txt files in the 'labels' folder beside 'images' "
+                                 "(`edgeprune data coco-subset` converts COCO)")
+
+
+def check_images(dataset: Dataset) -> None:
+    """Decode every image now, so a truncated file fails here and not at calibration after training."""
+    from PIL import Image, ImageFile
+
+    lenient, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False  # a truncated file must fail
+    try:
+        for image in dataset.train_images + dataset.val_images:
+            try:
+                with Image.open(image) as opened:
+                    opened.load()
+            except Exception as error:  # PIL raises OSError, SyntaxError, ValueError... for broken files
+                raise EdgepruneError(f"image {image} cannot be decoded ({error})",
+                                     "re-copy or delete the file (and its label); the dataset must decode completely"
+                                     ) from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
+
+
 def _images(root: Path, entry, key: str, yaml_path: Path) -> tuple[Path, ...]:
     entries = entry if isinstance(entry, list) else [entry]
     images: list[Path] = []

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 from edgeprune.errors import EdgepruneError
 from edgeprune.export.graph import deploy_graph
 from edgeprune.export.registry import Capabilities, register
+from edgeprune.manifest import scratch_dir
 
 QUANTIZED_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
 
@@ -78,7 +78,7 @@ class CoreMLExporter:
         if precision not in self.caps.precisions:
             raise EdgepruneError(f"coreml export does not support precision {precision!r}", "use int8, fp16 or fp32")
         mlmodel = convert(model, imgsz, precision, names or getattr(model, "names", None))
-        with tempfile.TemporaryDirectory(prefix="edgeprune-coreml-", dir=out.parent) as tmp:
+        with scratch_dir("coreml", dir=out.parent) as tmp:
             staged = Path(tmp) / out.name
             mlmodel.save(str(staged))
             inspect_spec(staged)  # refuse to publish a package that cannot be read back

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import torch
@@ -10,7 +9,7 @@ import torch
 from edgeprune.errors import EdgepruneError
 from edgeprune.export.graph import deploy_graph
 from edgeprune.export.registry import Capabilities, ExportCache, register
-from edgeprune.manifest import atomic_write_bytes
+from edgeprune.manifest import atomic_write_bytes, scratch_dir
 
 OPSET = 17
 
@@ -20,7 +19,7 @@ def export_fp32(model: torch.nn.Module, imgsz: int, out: Path) -> Path:
     import onnx
 
     graph = deploy_graph(model, imgsz)
-    with tempfile.TemporaryDirectory(prefix="edgeprune-onnx-") as tmp:
+    with scratch_dir("onnx") as tmp:
         raw = Path(tmp) / "raw.onnx"
         torch.onnx.export(graph, (torch.zeros(1, 3, imgsz, imgsz),), str(raw), opset_version=OPSET,
                           input_names=["images"], output_names=["output"], dynamo=False)
@@ -55,7 +54,7 @@ class OnnxExporter:
         if precision == "int8":
             from edgeprune.quantize.onnx_qdq import quantize_qdq
 
-            with tempfile.TemporaryDirectory(prefix="edgeprune-onnx8-") as tmp:
+            with scratch_dir("onnx8") as tmp:
                 cache = cache or ExportCache(Path(tmp))
                 fp32 = cache.get(f"fp32_{imgsz}.onnx", lambda path: export_fp32(model, imgsz, path))
                 return quantize_qdq(fp32, calibration, out, float_scope, float_units, cache)
@@ -67,7 +66,7 @@ def export_fp16(model: torch.nn.Module, imgsz: int, out: Path) -> Path:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    with tempfile.TemporaryDirectory(prefix="edgeprune-onnx16-") as tmp:
+    with scratch_dir("onnx16") as tmp:
         fp32 = export_fp32(model, imgsz, Path(tmp) / "fp32.onnx")
         proto = convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
         atomic_write_bytes(out, proto.SerializeToString())

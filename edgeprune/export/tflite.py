@@ -7,7 +7,6 @@ feeds the same normalised image as every other runtime.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import torch
 from edgeprune.errors import EdgepruneError
 from edgeprune.export.graph import deploy_graph
 from edgeprune.export.registry import Capabilities, ExportCache, register
-from edgeprune.manifest import atomic_write_bytes
+from edgeprune.manifest import atomic_write_bytes, scratch_dir
 from edgeprune.quantize.sensitivity import tflite_pattern
 
 SIGNATURE = "serving_default"
@@ -91,7 +90,7 @@ class TFLiteExporter:
         and the calibration between the accuracy guard's candidates."""
         if precision not in ("int8", "fp32"):
             raise EdgepruneError(f"tflite export does not support precision {precision!r}", "use int8 or fp32")
-        with tempfile.TemporaryDirectory(prefix="edgeprune-tflite-") as tmp:
+        with scratch_dir("tflite") as tmp:
             cache = cache or ExportCache(Path(tmp))
             final = fp32 = cache.get(f"fp32_{imgsz}.tflite", lambda path: convert_fp32(model, imgsz, path))
             if precision == "int8":

@@ -9,6 +9,8 @@ With a teacher, the training model's loss criterion also distils from it (finetu
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from edgeprune.data.dataset import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.finetune import distill
 from edgeprune.models.checkpoint import load_model, model_nc, param_count
+from edgeprune.models.safe_load import load_checkpoint
 from edgeprune.quantize import qat
 
 torch_utils.NUM_THREADS = os.cpu_count() or 1  # Ultralytics leaves one core idle; on 2 cores that halves speed
@@ -90,9 +93,20 @@ def _extras_callback(teacher: torch.nn.Module | None, cfg: "TrainConfig"):
     return attach
 
 
-def _finished_epochs(last: Path) -> int:
-    ckpt = torch.load(last, map_location="cpu", weights_only=False)
-    return int(ckpt.get("epoch", -1)) + 1
+def _finished_epochs(last: Path, trust: bool) -> int:
+    """Epochs recorded in Ultralytics' last.pt; 0 (and its weights folder removed) when it cannot be resumed from.
+
+    Ultralytics writes last.pt in place, so a kill during that write leaves a truncated zip; that file is
+    read safely (never as a full pickle unless the run trusts its checkpoints) and never handed on.
+    """
+    try:
+        ckpt = load_checkpoint(last, trust=trust)
+        return int(ckpt.get("epoch", -1)) + 1
+    except (EdgepruneError, AttributeError, TypeError, ValueError) as error:
+        print(f"edgeprune: warning: {last} cannot be resumed from ({getattr(error, 'problem', error)}); "
+              "training this stage again from its start", file=sys.stderr)
+        shutil.rmtree(last.parent)  # best.pt of that run is no more trustworthy than its last.pt
+        return 0
 
 
 def _check_teacher(teacher: torch.nn.Module | None, model: torch.nn.Module, cfg: TrainConfig) -> None:
@@ -118,10 +132,11 @@ def make_trainer(model: torch.nn.Module, overrides: dict, cfg: TrainConfig,
 
 
 def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig, work_dir: Path,
-          teacher: torch.nn.Module | None = None) -> torch.nn.Module:
+          teacher: torch.nn.Module | None = None, trust: bool = False) -> torch.nn.Module:
     """Train `model` on `dataset`; returns the best (EMA) weights in float32 with the same architecture.
 
     With a `teacher` (and cfg.distill_weight > 0) the loss adds distillation from the teacher's head outputs.
+    `trust` lets the run's own checkpoints load as full pickles (only when the user trusted the input model).
     """
     _check_teacher(teacher, model, cfg)
     if cfg.qat not in ("", "asymmetric", "symmetric"):
@@ -134,7 +149,7 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig, work_dir: 
     overrides = cfg.overrides(data_yaml, work_dir / "ultralytics")
     weights = (work_dir / "ultralytics" / "weights").resolve()
     last = weights / "last.pt"
-    done = _finished_epochs(last) if last.exists() else 0
+    done = _finished_epochs(last, trust) if last.exists() else 0
     if 0 < done < cfg.epochs:
         print(f"resuming interrupted training from {last} (epoch {done} of {cfg.epochs})")
         overrides["resume"] = str(last)
@@ -143,7 +158,7 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig, work_dir: 
     if done < cfg.epochs:
         make_trainer(model, overrides, cfg, teacher).train()
     best = weights / "best.pt" if (weights / "best.pt").exists() else last
-    trained = load_model(best).float().eval()
+    trained = load_model(best, trust=trust).float().eval()
     if param_count(trained) != params_before:
         raise RuntimeError(f"training changed the architecture: {params_before} -> {param_count(trained)} parameters")
     return trained

@@ -17,6 +17,7 @@ from ultralytics.nn.tasks import DetectionModel
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.manifest import atomic_write_bytes
+from edgeprune.models.safe_load import load_checkpoint
 
 
 def param_count(model: torch.nn.Module) -> int:
@@ -32,20 +33,13 @@ def build_from_yaml(spec: str, nc: int) -> DetectionModel:
                              "use an Ultralytics model yaml such as yolo11n.yaml, yolov8n.yaml or yolo26n.yaml") from None
 
 
-def load_model(path: str | Path) -> DetectionModel:
-    """Load a .pt checkpoint and check it holds a YOLO detection model; float32, eval mode."""
+def load_model(path: str | Path, trust: bool = False) -> DetectionModel:
+    """Load a .pt checkpoint and check it holds a YOLO detection model; float32, eval mode.
+
+    Untrusted files (the default) load through the weights-only unpickler (edgeprune.models.safe_load).
+    """
     path = Path(path)
-    if not path.exists():
-        raise EdgepruneError(f"model checkpoint {path} does not exist",
-                             "pass MODEL=<path to .pt> or a model yaml such as MODEL=yolo11n.yaml")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except ModuleNotFoundError as error:
-        raise EdgepruneError(f"model checkpoint {path} needs module {error.name!r} to load",
-                             "install the package that defined the model (pruned edgeprune models need edgeprune)") from None
-    except Exception as error:  # torch raises many types for truncated or foreign files
-        raise EdgepruneError(f"model checkpoint {path} is corrupt or not a PyTorch file ({error.__class__.__name__})",
-                             "re-download or re-export the checkpoint; check it was copied completely") from None
+    ckpt = load_checkpoint(path, trust=trust)
     model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else ckpt
     if not isinstance(model, DetectionModel) or type(model).__name__ != "DetectionModel":
         kind = type(model).__name__

@@ -16,7 +16,6 @@ by running the exported file; all candidates share one FP32 conversion and one c
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.export.registry import ExportCache
+from edgeprune.manifest import scratch_dir
 from edgeprune.quantize import sensitivity
 
 
@@ -36,7 +36,7 @@ def export_with_guard(exporter, model: torch.nn.Module, artefact: Path, imgsz: i
     fits = lambda value: reference_map - value <= max_drop  # noqa: E731
     tried, best = [], None
     artefact.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".guard-", dir=artefact.parent) as tmp:
+    with scratch_dir("guard", dir=artefact.parent) as tmp:
         cache = ExportCache(Path(tmp) / "cache")
 
         def build(level: str, units: tuple = (), name: str | None = None) -> Path:

@@ -7,14 +7,13 @@ TensorRT requires) keeps the decode (DFL softmax, box arithmetic, sigmoid) in fl
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.export.registry import ExportCache
-from edgeprune.manifest import atomic_write_bytes
+from edgeprune.manifest import atomic_write_bytes, scratch_dir
 
 QUANTIZED_OPS = ("Conv",)
 # Node-name patterns (torch.onnx names nodes by module path) kept in float per accuracy-guard level.
@@ -78,7 +77,7 @@ def quantize_qdq(fp32_onnx: Path, calibration: np.ndarray, out: Path, float_scop
     input_name = onnx.load(str(fp32_onnx)).graph.input[0].name
     ranges = ({"calibrate_method": CalibrationMethod.Percentile, "extra": {"CalibPercentile": PERCENTILE}}
               if method == "percentile" else {"calibrate_method": CalibrationMethod.MinMax, "extra": {}})
-    with tempfile.TemporaryDirectory(prefix="edgeprune-qdq-") as tmp:
+    with scratch_dir("qdq") as tmp:
         cache = cache or ExportCache(Path(tmp))
         prepared = cache.get("prepared.onnx", lambda path: quant_pre_process(
             str(fp32_onnx), str(path), skip_symbolic_shape=True) or path)

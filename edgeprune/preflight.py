@@ -1,0 +1,97 @@
+"""Everything `deploy` can check before it writes a byte: options, target, dataset, model.
+
+A run that would fail on its input fails here, in one pass, with one `problem — fix` line, and the
+run folder and the bundle folder stay as they were (a finished run's manifest is not rewritten).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeprune.data.build import BUNDLED_YAML, ensure_dataset
+from edgeprune.data.dataset import Dataset, check_images, check_labels_present
+from edgeprune.env import PROJECT_ROOT
+from edgeprune.errors import EdgepruneError
+from edgeprune.models.checkpoint import check_classes, load_model
+from edgeprune.targets import Target, load_target
+
+DEFAULT_BASELINE = PROJECT_ROOT / "baselines" / "yolo11n-synth.pt"
+MODEL_YAML_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class CheckedInputs:
+    target: Target
+    dataset: Dataset
+    model_spec: str  # a checkpoint path or an Ultralytics model yaml
+
+    @property
+    def is_yaml(self) -> bool:
+        return self.model_spec.endswith(MODEL_YAML_SUFFIXES)
+
+
+def check_options(options: dict[str, tuple[float | None, float]]) -> None:
+    """`{name: (value, minimum)}`: every given value must be at least its minimum; all misses in one line."""
+    problems = [f"--{name.replace('_', '-')} {value} must be >= {minimum}"
+                for name, (value, minimum) in options.items() if value is not None and value < minimum]
+    if problems:
+        raise EdgepruneError("; ".join(problems), "pass values in range (see `edgeprune deploy --help`)")
+
+
+def check_model_yaml(spec: str) -> None:
+    """A model yaml must exist (Ultralytics' or a file) and build a detector, not a classifier or segmenter."""
+    from ultralytics.nn.tasks import guess_model_task, yaml_model_load
+
+    try:
+        task = guess_model_task(yaml_model_load(spec))
+    except FileNotFoundError:
+        raise EdgepruneError(f"model yaml {spec!r} not found",
+                             "use an Ultralytics model yaml such as yolo11n.yaml, yolov8n.yaml or yolo26n.yaml") from None
+    except Exception as error:  # a yaml that is not a model description
+        raise EdgepruneError(f"model yaml {spec!r} is not an Ultralytics model description "
+                             f"({error.__class__.__name__})", "use an Ultralytics model yaml such as yolo11n.yaml") from None
+    if task != "detect":
+        raise EdgepruneError(f"model yaml {spec!r} builds a {task} model, not a detector",
+                             "use a detection yaml (yolo11n.yaml, not -cls/-seg/-pose/-obb)")
+
+
+def check_model(spec: str, dataset: Dataset, data_ref: str, trust: bool = False) -> None:
+    if spec.endswith(MODEL_YAML_SUFFIXES):
+        check_model_yaml(spec)
+    else:
+        check_classes(load_model(spec, trust=trust), dataset.names, spec, data_ref)
+
+
+def check_dataset(data: str) -> Dataset:
+    """Load the dataset (labels parsed), then decode every image and require labels for detection."""
+    dataset = ensure_dataset(data)
+    check_labels_present(dataset)
+    check_images(dataset)
+    return dataset
+
+
+def resolve_model(model: str | None, data: str) -> str:
+    """MODEL, or the shipped baseline when none was given and the data is the bundled dataset."""
+    if model:
+        return model
+    if Path(data).resolve() != BUNDLED_YAML.resolve():
+        raise EdgepruneError(f"no MODEL given for dataset {data}: the bundled baseline only knows the bundled data",
+                             "pass MODEL=<your checkpoint.pt> or MODEL=yolo11n.yaml to train one on this dataset")
+    if not DEFAULT_BASELINE.exists():
+        raise EdgepruneError(f"the project's baseline {DEFAULT_BASELINE} is missing",
+                             "run `make baseline` to train it, or pass MODEL=")
+    return str(DEFAULT_BASELINE)
+
+
+def check_deploy(request) -> CheckedInputs:
+    """The one up-front pass of `deploy` (request: a pipeline.DeployRequest)."""
+    check_options({"epochs": (request.epochs, 0), "imgsz": (request.imgsz, 32),
+                   "calibration_images": (request.calibration_images, 1), "eval_limit": (request.eval_limit, 1),
+                   "baseline_epochs": (request.baseline_epochs, 1), "threads": (request.threads, 1)})
+    target = load_target(request.target, imgsz=request.imgsz, finetune_epochs=request.epochs,
+                         flops_reduction=request.flops_reduction, calibration_images=request.calibration_images)
+    dataset = check_dataset(request.data)
+    model_spec = resolve_model(request.model, request.data)
+    check_model(model_spec, dataset, request.data, trust=request.trust_checkpoint)
+    return CheckedInputs(target, dataset, model_spec)
