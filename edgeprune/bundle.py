@@ -18,7 +18,7 @@ from edgeprune.env import PROJECT_ROOT
 from edgeprune.errors import EdgepruneError
 from edgeprune.manifest import (Manifest, atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file,
                                 staged_dir)
-from edgeprune.report import device_section, write_report
+from edgeprune.report import write_report
 from edgeprune.targets import Hardware, Target, Validation
 
 DEPLOY_CONF = 0.25  # score threshold for live use (mAP is measured at 0.001)
@@ -53,7 +53,7 @@ def _device_readme(target: Target, meta: dict, rows: list[dict]) -> str:
 - Input: {meta['input']['shape']} float32 RGB in 0..1, letterboxed (grey {PAD_VALUE}, centred).
 - Output: see `metadata.json` → `output` for the layout and NMS settings.
 - Host-measured accuracy of this exact file: mAP50-95 {art['map50_95']:.3f}, mAP50 {art['map50']:.3f}
-  on the validation split (see `report.md`).
+  on the validation split (see `report.md`, or `report.html` with the plots inline).
 - Latency budget: p{target.latency_percentile} ≤ {target.latency_budget_ms} ms on the device.
 - `metadata.json` lists the sha256 of every file; every `validate_*.py` (and the integrations) checks all of
   them before running anything and exits 3 if one is missing or changed.
@@ -81,8 +81,7 @@ def target_from_metadata(meta: dict) -> Target:
 def _render(folder: Path, meta: dict) -> None:
     """(Re)write report, README and the sha256 list from metadata (bundle creation and `validate`)."""
     target = target_from_metadata(meta)
-    device = device_section(target, meta.get("device_estimate"), meta.get("device_results", []))
-    write_report(meta["report"], target, folder, meta["notes"], device)
+    write_report(folder, meta, target)
     atomic_write_text(folder / "README.md", _device_readme(target, meta, meta["report"]))
     meta["files"] = {p.name: sha256_file(p) for p in sorted(folder.iterdir())
                      if p.name != "metadata.json" and not p.name.startswith(".")}
@@ -90,7 +89,8 @@ def _render(folder: Path, meta: dict) -> None:
 
 
 def write_bundle(target: Target, dataset: Dataset, files: list[Path], artefact: Path, rows: list[dict],
-                 manifest: Manifest, export_metrics: dict, out: Path, end2end: bool) -> Path:
+                 manifest: Manifest, export_metrics: dict, out: Path, end2end: bool,
+                 comparison: list[dict] | None = None, widths: dict | None = None) -> Path:
     with staged_dir(out) as folder:
         for path in files + device_scripts(target.runtime):
             if path.is_dir():
@@ -108,7 +108,8 @@ def write_bundle(target: Target, dataset: Dataset, files: list[Path], artefact: 
                         for t in guard["tried"]) + "."]
         meta["quantization"] = {"accuracy_guard": guard, "tensor_dtypes": export_metrics.get("tensor_dtypes"),
                                 "io_dtypes": export_metrics.get("io_dtypes")}
-        meta.update(report=rows, target_profile=asdict(target), device_results=[],
+        meta.update(report=rows, comparison=comparison or [], pruned_widths=widths or {},
+                    target_profile=asdict(target), device_results=[],
                     device_estimate=export_metrics.get("device_estimate"),
                     notes=[f"Evaluated on {dataset.yaml_path} val split with one protocol for every row (letterbox "
                            f"{target.imgsz}, conf 0.001, IoU {IOU_THRESHOLD}, pycocotools COCOeval).",

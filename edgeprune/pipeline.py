@@ -63,13 +63,24 @@ class DeployResult:
     target: Target
     bundle: Path
     rows: list[dict] = field(default_factory=list)
+    comparison: list[dict] = field(default_factory=list)  # unpruned baseline vs compressed, in the target runtime
 
     def summary(self) -> str:
         first, last = self.rows[0], self.rows[-1]
-        return (f"bundle -> {self.bundle}\n"
-                f"{first['stage']} -> {last['stage']}: mAP50-95 {first['map50_95']:.3f} -> {last['map50_95']:.3f}, "
-                f"GFLOPs {first['gflops']:.2f} -> {last['gflops']:.2f}, params {first['params'] / 1e6:.2f}M -> "
-                f"{last['params'] / 1e6:.2f}M, host p50 {last['latency_p50_ms']:.1f} ms ({last['runtime']})")
+        lines = [f"bundle -> {self.bundle} (report.md, report.html)",
+                 f"{first['stage']} -> {last['stage']}: mAP50-95 {first['map50_95']:.3f} -> {last['map50_95']:.3f}, "
+                 f"GFLOPs {first['gflops']:.2f} -> {last['gflops']:.2f}, params {first['params'] / 1e6:.2f}M -> "
+                 f"{last['params'] / 1e6:.2f}M"]
+        if self.comparison:
+            from edgeprune.report import speedup
+
+            base, deployed = self.comparison
+            ratio = speedup(self.comparison)
+            lines.append(f"in {deployed['runtime']} ({self.target.precision}, this host): unpruned baseline "
+                         f"{base['latency_p50_ms']:.2f} ms / mAP50-95 {base['map50_95']:.3f} -> deployed "
+                         f"{deployed['latency_p50_ms']:.2f} ms / {deployed['map50_95']:.3f}"
+                         + (f" ({ratio:.2f}x as fast, timed side by side)" if ratio and base["side_by_side"] else ""))
+        return "\n".join(lines)
 
 
 class Stages:
@@ -259,14 +270,71 @@ def deploy(req: DeployRequest) -> DeployResult:
     metrics["export"] = stages.run(export_name, export_cfg, {"model": sha256_file(tuned_pt), "data": data_sha},
                                    lambda: export_files(artefact.parent), export_stage)
 
+    # 5. the unpruned baseline through the same export recipe, timed side by side with the compressed artefact
+    reference_file = run_dir / f"reference-{target.name}" / artefact.name
+    guard = metrics["export"].get("accuracy_guard") or {}
+    reference_cfg = {**{k: export_cfg[k] for k in ("format", "precision", "imgsz", "calibration_images", "code")},
+                     "recipe": guard.get("chosen", "none")}
+
+    def reference_stage():
+        calib = None
+        if target.precision == "int8":
+            calib = calibration_set(dataset, imgsz, target.calibration_images,
+                                    cache=run_dir / "calibration" / f"calibration_{imgsz}.npy")
+        base = load_model(base_pt, trust=trust)
+        export_same_recipe(exporter, base, reference_file, imgsz, target.precision, calib, guard)
+        out = artefact_metrics(reference_file, dataset, imgsz, req, base)
+        stats = model_stats(base, imgsz)
+        out.update(stats, recipe=reference_cfg["recipe"], side_by_side=side_by_side(
+            {"baseline": reference_file, "compressed": artefact}, imgsz, req.threads))
+        out["device_estimate"] = estimate_latency_ms(stats["gflops"], stats["params"],
+                                                     activation_elements(base, imgsz), target)
+        return out
+
+    reference = stages.run(f"reference-{target.name}", reference_cfg,
+                           {"model": sha256_file(base_pt), "compressed": sha256_file(artefact), "data": data_sha},
+                           lambda: export_files(reference_file.parent), reference_stage)
+
     from edgeprune.bundle import write_bundle
-    from edgeprune.report import report_rows
+    from edgeprune.report import comparison_rows, report_rows
 
     rows = report_rows(metrics, target, artefact)
+    comparison = comparison_rows(reference, metrics["export"], rows, target)
+    widths = json.loads(record.read_text())["summary"]["layers"]
     end2end = bool(getattr(load_model(tuned_pt, trust=trust).model[-1], "end2end", False))
     bundle = write_bundle(target, dataset, export_files(artefact.parent), artefact, rows, stages.manifest,
-                          metrics["export"], Path(req.out) / target.name, end2end)
-    return DeployResult(target, bundle, rows)
+                          metrics["export"], Path(req.out) / target.name, end2end,
+                          comparison=comparison, widths=widths)
+    return DeployResult(target, bundle, rows, comparison)
+
+
+def export_same_recipe(exporter, model: torch.nn.Module, out: Path, imgsz: int, precision: str, calibration,
+                       guard: dict) -> Path:
+    """Export `model` with what the INT8 guard chose for the compressed model (same float scope, same blocks kept
+    in float), so the two artefacts differ only by pruning and fine-tuning."""
+    from edgeprune.quantize.sensitivity import float_units
+
+    chosen = guard.get("chosen", "none")
+    if precision != "int8" or len(exporter.caps.guard_levels) <= 1:
+        return exporter.export(model, out, imgsz, precision, calibration)
+    level = chosen.split("+")[0]
+    wanted = set(guard.get("float_units", []))
+    units = tuple(u for u in float_units(model) if u.name in wanted)
+    return exporter.export(model, out, imgsz, precision, calibration, float_scope=level, float_units=units)
+
+
+def side_by_side(files: dict[str, Path], imgsz: int, threads: int) -> dict | None:
+    """Latency of artefacts timed in interleaved turns in one process (ratios of separate runs scatter);
+    None for formats this host cannot run (CoreML)."""
+    from edgeprune.evaluate.latency import measure_interleaved
+
+    if any(path.suffix not in runtimes.SUFFIX_RUNTIME for path in files.values()):
+        return None
+    runners = {name: runtimes.load(path, threads=threads, imgsz=imgsz) for name, path in files.items()}
+    timed = measure_interleaved({name: runner.run for name, runner in runners.items()}, imgsz, rounds=12)
+    runtime = next(iter(runners.values())).runtime
+    return {"runtime": f"{runtime} ({threads} threads)", "latency": timed,
+            "ratio_p50": round(timed["compressed"]["p50_ms"] / timed["baseline"]["p50_ms"], 3)}
 
 
 def export_files(folder: Path) -> list[Path]:

@@ -64,3 +64,21 @@ def test_coco_subset_class_choice_and_errors(tmp_path):
     with pytest.raises(EdgepruneError, match="annotations"):
         build_coco_subset(tmp_path / "missing", tmp_path / "o3", tmp_path / "s3.yaml")
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists(), "no partial output"
+
+
+def test_coco_subset_keeps_coco_names_ids_and_annotation_hash(tmp_path):
+    import hashlib
+
+    coco = _fake_coco(tmp_path / "coco")
+    yaml_path, _ = build_coco_subset(coco, tmp_path / "out", tmp_path / "s.yaml", per_class=3, val_per_class=2)
+    ds = load_dataset(yaml_path)
+    sources = json.loads((ds.root / "sources.json").read_text())
+    for split, images in (("train", ds.train_images), ("val", ds.val_images)):
+        source = json.loads((coco / "annotations" / f"instances_{split}2017.json").read_text())
+        by_name = {im["file_name"]: im["id"] for im in source["images"]}
+        assert all(p.name in by_name for p in images), "COCO file names kept"
+        written = json.loads((ds.root / "annotations" / f"instances_{split}.json").read_text())
+        assert all(by_name[im["file_name"]] == im["id"] for im in written["images"]), "COCO image ids kept"
+        assert sorted(sources[split]["coco_image_ids"]) == sorted(by_name[p.name] for p in images)
+        digest = hashlib.sha256((coco / "annotations" / f"instances_{split}2017.json").read_bytes()).hexdigest()
+        assert sources[split]["annotations_sha256"] == digest

@@ -53,6 +53,12 @@ def test_deploy_interrupt_resume_and_skip(tiny_data, tmp_path, monkeypatch, caps
     census = tensor_dtype_census(tflite_file)
     assert census.get("int8", 0) > 100 and census.get("float32", 0) <= 4, f"full INT8 inside: {census}"
     assert (bundle / "report.md").read_text().count("|") > 20 and (bundle / "report.png").stat().st_size > 1000
+    baseline_row, deployed_row = meta["comparison"]
+    assert (baseline_row["key"], deployed_row["key"]) == ("baseline", "compressed") and baseline_row["side_by_side"]
+    assert baseline_row["runtime"] == deployed_row["runtime"] == "litert (2 threads)", "both in the target runtime"
+    assert baseline_row["size_bytes"] > deployed_row["size_bytes"], "the unpruned INT8 file is bigger"
+    assert {"report.html", "widths.png", "guard.png"} <= set(meta["files"])
+    assert "speed-up vs baseline" in (bundle / "report.md").read_text()
 
     rows = {r["stage"]: r for r in result.rows}
     assert rows["export"]["gflops"] <= 0.6 * rows["baseline"]["gflops"]
@@ -62,7 +68,7 @@ def test_deploy_interrupt_resume_and_skip(tiny_data, tmp_path, monkeypatch, caps
 
     capsys.readouterr()
     deploy(_request(tiny_data, tmp_path))
-    assert capsys.readouterr().out.count("up to date, skipped") == 4
+    assert capsys.readouterr().out.count("up to date, skipped") == 5
 
     _device_results_round_trip(bundle, tmp_path)
 

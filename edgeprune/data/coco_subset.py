@@ -4,6 +4,8 @@ Expects `annotations/instances_{train,val}2017.json` and `train2017/`, `val2017/
 COCO's category ids (1..90 with gaps) become contiguous class indices in the order of the
 kept categories; `iscrowd` boxes are dropped (COCO evaluation ignores them too); a fraction of
 images without any kept object is kept as negatives; grayscale images are converted to RGB.
+Images keep their COCO file names and image ids, and `sources.json` records the annotation files'
+sha256, so a bad label or a failure case can be traced back to COCO.
 """
 
 from __future__ import annotations
@@ -16,13 +18,19 @@ from PIL import Image
 
 from edgeprune.data.writers import write_dataset_yaml, write_split
 from edgeprune.errors import EdgepruneError
-from edgeprune.manifest import atomic_write_json, staged_dir
+from edgeprune.manifest import atomic_write_json, sha256_file, staged_dir
 
 SPLITS = {"train": "train2017", "val": "val2017"}
+SOURCES_NOTE = ("images keep their COCO file names and, in annotations/instances_<split>.json, their COCO image "
+                "ids; annotations_sha256 identifies the COCO annotation file each split was cut from")
+
+
+def _annotation_file(coco_root: Path, folder: str) -> Path:
+    return coco_root / "annotations" / f"instances_{folder}.json"
 
 
 def _load_annotations(coco_root: Path, folder: str) -> dict:
-    path = coco_root / "annotations" / f"instances_{folder}.json"
+    path = _annotation_file(coco_root, folder)
     if not path.exists():
         raise EdgepruneError(f"COCO annotations {path} not found",
                              "point --coco-root at the folder holding annotations/ and train2017/ val2017/")
@@ -93,14 +101,14 @@ def _samples(coco: dict, image_dir: Path, image_ids: list[int], index_of: dict[i
                 continue
             labels.append((index_of[ann["category_id"]], (x1 + x2) / 2 / w, (y1 + y2) / 2 / h,
                            (x2 - x1) / w, (y2 - y1) / h))
-        yield image, labels
+        yield image, labels, {"file_name": info["file_name"], "id": image_id}
 
 
 def build_coco_subset(coco_root: Path, out: Path, yaml_path: Path, per_class: int = 50,
                       classes: list[str] | None = None, negatives: float = 0.05, seed: int = 0,
                       val_per_class: int | None = None) -> tuple[Path, dict]:
     rng = np.random.default_rng(seed)
-    summary = {}
+    summary, sources = {}, {}
     names: list[str] = []
     with staged_dir(out) as partial:
         for split, folder in SPLITS.items():
@@ -113,7 +121,12 @@ def build_coco_subset(coco_root: Path, out: Path, yaml_path: Path, per_class: in
             written = write_split(partial, split, _samples(coco, coco_root / folder, ids, index_of), names,
                                   prefix=f"coco_{split}")
             summary[split] = written
+            sources[split] = {"annotations": str(_annotation_file(coco_root, folder)),
+                              "annotations_sha256": sha256_file(_annotation_file(coco_root, folder)),
+                              "image_folder": str(coco_root / folder), "coco_image_ids": ids}
         atomic_write_json(partial / "classes.json", {"names": names, "coco_category_ids": [
             c["id"] for c in _categories(_load_annotations(coco_root, SPLITS["val"]), classes)]})
+        atomic_write_json(partial / "sources.json", {"seed": seed, "per_class": per_class, "negatives": negatives,
+                                                     "note": SOURCES_NOTE, **sources})
     write_dataset_yaml(yaml_path, out, names, note=f"Built by `edgeprune data coco-subset --coco-root {coco_root}`")
     return yaml_path, summary

@@ -12,19 +12,24 @@ from PIL import Image
 Label = tuple[int, float, float, float, float]  # class, x_center, y_center, width, height (0..1)
 
 
-def write_split(root: Path, split: str, samples: Iterable[tuple[Image.Image, list[Label]]],
-                names: Sequence[str], prefix: str) -> int:
-    """Write images/<split>, labels/<split> and annotations/instances_<split>.json; return the count."""
+def write_split(root: Path, split: str, samples: Iterable[tuple], names: Sequence[str], prefix: str) -> int:
+    """Write images/<split>, labels/<split> and annotations/instances_<split>.json; return the count.
+
+    A sample is (image, labels) — named `<prefix>_<index>.jpg`, id index + 1 — or (image, labels, origin)
+    with origin {"file_name", "id"} of a source dataset, whose file stem and image id are kept, so every
+    image and box can be traced back to its source.
+    """
     image_dir, label_dir = root / "images" / split, root / "labels" / split
     image_dir.mkdir(parents=True, exist_ok=True)
     label_dir.mkdir(parents=True, exist_ok=True)
     coco = {"images": [], "annotations": [], "categories": coco_categories(names)}
     count = 0
-    for index, (image, labels) in enumerate(samples):
-        stem = f"{prefix}_{index:06d}"
+    for index, (image, labels, *origin) in enumerate(samples):
+        stem = Path(origin[0]["file_name"]).stem if origin else f"{prefix}_{index:06d}"
         image.save(image_dir / f"{stem}.jpg", quality=92)
         (label_dir / f"{stem}.txt").write_text(format_labels(labels))
-        add_coco_image(coco, index + 1, f"{stem}.jpg", image.width, image.height, labels)
+        add_coco_image(coco, origin[0]["id"] if origin else index + 1, f"{stem}.jpg", image.width, image.height,
+                       labels)
         count += 1
     annotations = root / "annotations"
     annotations.mkdir(exist_ok=True)
