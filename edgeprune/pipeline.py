@@ -249,11 +249,14 @@ def deploy(req: DeployRequest) -> DeployResult:
                   "guard_levels": list(exporter.caps.guard_levels), "guard_search_units": target.guard_search_units,
                   "code": source_hash("export", "quantize")}  # changed export/quantization code re-runs the export
 
+    def calibration():  # one cached set for every INT8 export of this run
+        if target.precision != "int8":
+            return None
+        return calibration_set(dataset, imgsz, target.calibration_images,
+                               cache=run_dir / "calibration" / f"calibration_{imgsz}.npy")
+
     def export_stage():
-        calib = None
-        if target.precision == "int8":
-            calib = calibration_set(dataset, imgsz, target.calibration_images,
-                                    cache=run_dir / "calibration" / f"calibration_{imgsz}.npy")
+        calib = calibration()
         tuned = load_model(tuned_pt, trust=trust)
         reference = metrics["finetune" if "finetune" in metrics else "prune"]["map50_95"]
         measure_file = lambda path: artefact_metrics(path, dataset, imgsz, req, tuned)  # noqa: E731
@@ -274,13 +277,10 @@ def deploy(req: DeployRequest) -> DeployResult:
     reference_file = run_dir / f"reference-{target.name}" / artefact.name
     guard = metrics["export"].get("accuracy_guard") or {}
     reference_cfg = {**{k: export_cfg[k] for k in ("format", "precision", "imgsz", "calibration_images", "code")},
-                     "recipe": guard.get("chosen", "none")}
+                     "recipe": guard.get("chosen", "none"), "timing": source_hash("evaluate")}
 
     def reference_stage():
-        calib = None
-        if target.precision == "int8":
-            calib = calibration_set(dataset, imgsz, target.calibration_images,
-                                    cache=run_dir / "calibration" / f"calibration_{imgsz}.npy")
+        calib = calibration()
         base = load_model(base_pt, trust=trust)
         export_same_recipe(exporter, base, reference_file, imgsz, target.precision, calib, guard)
         out = artefact_metrics(reference_file, dataset, imgsz, req, base)
