@@ -12,9 +12,26 @@ from edgeprune.models.checkpoint import save_model
 def test_interleaved_timing_takes_turns():
     calls = []
     runs = {name: (lambda x, name=name: calls.append(name)) for name in ("a", "b", "c")}
-    result = measure_interleaved(runs, imgsz=8, warmup=1, per_turn=2, rounds=3)
+    result = measure_interleaved(runs, imgsz=8, warmup=1, per_turn=2, rounds=3, settle_ms=0)
     assert calls == (["a"] * 3 + ["b"] * 3 + ["c"] * 3) * 3  # a warm-up and two timed runs per turn
     assert all(r["runs"] == 6 for r in result.values())
+
+
+def test_interleaved_timing_settles_each_turn():
+    """Warm-up lasts at least settle_ms, so another session's spinning threads have gone quiet."""
+    import time
+
+    calls = []
+
+    def slow(x, name):
+        calls.append(name)
+        time.sleep(0.002)
+
+    runs = {name: (lambda x, name=name: slow(x, name)) for name in ("a", "b")}
+    result = measure_interleaved(runs, imgsz=8, warmup=1, per_turn=2, rounds=2, settle_ms=20)
+    turn = calls[: calls.index("b")]
+    assert len(turn) >= 2 + 20 // 3, "warm-up ran for the settle time, then the timed runs"
+    assert all(r["runs"] == 4 for r in result.values())
 
 
 def test_bench_prune_rows_and_report(tmp_path):
