@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from importlib import resources
 from dataclasses import asdict
 from pathlib import Path
 
 from edgeprune.data.dataset import Dataset
 from edgeprune.data.letterbox import PAD_VALUE
 from edgeprune.evaluate.detection import IOU_THRESHOLD
-from edgeprune.env import PROJECT_ROOT
 from edgeprune.errors import EdgepruneError
 from edgeprune.manifest import (Manifest, atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file,
                                 staged_dir)
@@ -60,7 +60,7 @@ def _device_readme(target: Target, meta: dict, rows: list[dict]) -> str:
 """
 
 
-DEVICE_DIR = PROJECT_ROOT / "deploy" / "device"
+DEVICE_DIR = Path(str(resources.files("edgeprune.device")))  # package data: works from a wheel install too
 SHARED_SCRIPTS = ("edgeprune_detector.py", "validation_common.py")
 VALIDATION_SCRIPTS = {"tflite": ("validate_tflite.py",), "onnxruntime": ("validate_onnx.py",),
                       "tensorrt": ("validate_tensorrt.py", "validate_onnx.py"), "coreml": ("validate_coreml.py",)}

@@ -7,7 +7,6 @@ name through os.replace, so a crash never leaves a half-written artefact under t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -17,22 +16,14 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
+from edgeprune.device.edgeprune_detector import atomic_write, sha256_path
+
 TOOLS = ("edgeprune", "torch", "ultralytics", "torch-pruning", "onnx", "onnxruntime", "litert-torch",
          "ai-edge-litert", "ai-edge-quantizer", "numpy")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; artefacts are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -106,17 +97,8 @@ def sweep_leftovers(*folders: Path) -> list[Path]:
 
 def sha256_file(path: Path) -> str:
     """sha256 of a file; a folder artefact (CoreML .mlpackage) hashes its sorted relative paths and file
-    hashes — the same rule as the device-side `edgeprune_detector.sha256_path`."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    if path.is_dir():
-        for item in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(f"{item.relative_to(path).as_posix()}\0{sha256_file(item)}\n".encode())
-        return digest.hexdigest()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    hashes. The device module's function, so bundle hashes are checked on the device by the code that wrote them."""
+    return sha256_path(path)
 
 
 def tool_versions() -> dict[str, str]:

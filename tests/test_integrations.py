@@ -24,7 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 INTEGRATIONS = ROOT / "deploy" / "integrations"
-DEVICE = ROOT / "deploy" / "device"
+DEVICE = ROOT / "edgeprune" / "device"
 sys.path.insert(0, str(INTEGRATIONS))
 
 import automotive  # noqa: E402

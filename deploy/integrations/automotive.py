@@ -247,19 +247,11 @@ def main(argv=None) -> int:
     watchdog = Watchdog(len(detectors), args.max_skip, args.window, args.miss_ratio, args.recover_ratio)
     stop = st.stop_on_signals()
     capture = st.capture_from_args(args, realtime=True).start()
-    try:
+    with st.closing(sinks):
         summary = run(detectors, capture, sinks, rate=args.rate, deadline_ms=args.deadline_ms or 1000 / args.rate,
                       watchdog=watchdog, max_ticks=args.max_ticks, stop=stop)
-    finally:
-        for sink in sinks:
-            sink.close()
     summary["ros_topic"] = args.ros_topic if ros else None
-    if args.stats_out:
-        st.write_json(args.stats_out, summary)
-    print(report(summary), flush=True)
-    if summary["error"]:
-        raise st.Exit(summary["error"], st.EXIT_SOURCE)
-    return st.EXIT_OK
+    return st.finish(args, summary, report(summary))
 
 
 if __name__ == "__main__":

@@ -135,19 +135,11 @@ def main(argv=None) -> int:
     publishers = [p for p in (udp, open_mavlink(args.mavlink) if args.mavlink else None) if p is not None]
     stop = st.stop_on_signals()
     capture = st.capture_from_args(args, realtime=args.realtime, loop=args.loop).start()
-    try:
+    with st.closing(publishers):
         summary = run(detector, capture, publishers, max_frames=args.max_frames, duration=args.duration,
                       heartbeat=args.heartbeat, stop=stop)
-    finally:
-        for publisher in publishers:
-            publisher.close()
     summary["udp_send_errors"] = udp.errors if udp else 0
-    if args.stats_out:
-        st.write_json(args.stats_out, summary)
-    print(report(summary), flush=True)
-    if summary["error"]:
-        raise st.Exit(summary["error"], st.EXIT_SOURCE)
-    return st.EXIT_OK
+    return st.finish(args, summary, report(summary))
 
 
 if __name__ == "__main__":

@@ -10,16 +10,15 @@ sha256 check (nothing was run).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib
 import itertools
 import json
-import os
 import re
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 EXIT_OK, EXIT_SOURCE, EXIT_ERROR, EXIT_TAMPERED = 0, 1, 2, 3
-DEVICE_DIR = Path(__file__).resolve().parents[1] / "device"
+DEVICE_DIR = Path(__file__).resolve().parents[2] / "edgeprune" / "device"  # the source tree's device package
 UDP_MAX_PAYLOAD = 65_000  # under the 65,507-byte limit of one UDP datagram
 MAX_FILE_READ_FAILURES = 10  # consecutive unreadable frames inside a video file before it counts as ended
 SUMMARY_WINDOW = 10_000  # latencies kept for the final percentiles, so memory stays bounded on long runs
@@ -135,23 +134,35 @@ def stop_on_signals() -> threading.Event:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Atomic, so a reader never sees half a summary."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    """Atomic (the device module's atomic_write), so a reader never sees half a summary."""
+    device = sys.modules.get("edgeprune_detector") or import_detector_module(DEVICE_DIR)
+    device.atomic_write(Path(path), (json.dumps(data, indent=2) + "\n").encode())
+
+
+@contextlib.contextmanager
+def closing(outputs: list):
+    """Close every publisher / sink when the loop ends, however it ends."""
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        yield outputs
+    finally:
+        for output in outputs:
+            output.close()
+
+
+def finish(args, summary: dict, text: str) -> int:
+    """How every integration ends: the stats file, one summary line, and the exit code."""
+    if args.stats_out:
+        write_json(args.stats_out, summary)
+    print(text, flush=True)
+    if summary["error"]:
+        raise Exit(summary["error"], EXIT_SOURCE)
+    return EXIT_OK
 
 
 # --- the detector ---------------------------------------------------------------------------
 
 def import_detector_module(bundle: Path):
-    """edgeprune_detector from the bundle (where deploy copies it), else from deploy/device beside this folder."""
+    """edgeprune_detector from the bundle (where deploy copies it), else from the source tree's edgeprune/device."""
     for folder in (Path(bundle), DEVICE_DIR):
         if (folder / "edgeprune_detector.py").is_file():
             if str(folder) not in sys.path:

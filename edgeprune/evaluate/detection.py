@@ -1,7 +1,8 @@
 """mAP of any runnable artefact on a dataset's val split, with one protocol for every stage.
 
 PyTorch models, ONNX and TFLite files all go through the same letterbox, decoding, NMS and
-COCO evaluation (pycocotools), so differences in the report come from the model, not the harness.
+COCO evaluation (pycocotools), so differences in the report come from the model, not the harness;
+letterbox, decoding and NMS are the device module's, so the device computes what was evaluated.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torchvision
 from PIL import Image
 from tqdm import tqdm
 
 from edgeprune.data.dataset import Dataset
 from edgeprune.data.letterbox import letterbox, to_input
+from edgeprune.device import edgeprune_detector as device
 
 CONF_THRESHOLD = 0.001  # low threshold for mAP, as in COCO practice
 IOU_THRESHOLD = 0.7
@@ -30,22 +31,15 @@ def decode(raw: np.ndarray, conf: float = CONF_THRESHOLD, iou: float = IOU_THRES
            max_det: int = MAX_DET) -> list[np.ndarray]:
     """Raw head output -> per-image arrays of [x1, y1, x2, y2, score, class] in input pixels.
 
-    Handles both head layouts: (B, 4 + nc, anchors) with xywh boxes that need NMS, and the
-    NMS-free end-to-end heads (YOLOv10/YOLO26) that emit (B, max_det, 6) as xyxy, score, class.
+    Both head layouts, through the device module's `decode` (the code every bundle runs): (B, 4 + nc,
+    anchors) xywh boxes with class-aware NMS, and the NMS-free end-to-end heads' (B, max_det, 6).
     """
+    end2end = device.is_end2end(raw)
     results = []
-    if raw.ndim == 3 and raw.shape[2] == 6 and raw.shape[1] != 6:
-        for det in raw:
-            results.append(det[det[:, 4] > conf][:max_det].astype(np.float32))
-        return results
     for pred in raw:
-        pred = torch.from_numpy(np.ascontiguousarray(pred.T, dtype=np.float32))  # anchors x (4 + nc)
-        scores, classes = pred[:, 4:].max(1)
-        keep = scores > conf
-        boxes, scores, classes = pred[keep, :4], scores[keep], classes[keep]
-        xyxy = torch.cat([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2], 1)
-        order = torchvision.ops.batched_nms(xyxy, scores, classes, iou)[:max_det]
-        results.append(torch.cat([xyxy[order], scores[order, None], classes[order, None].float()], 1).numpy())
+        boxes, scores, classes = device.decode(np.asarray(pred, np.float32), end2end, conf, iou, max_det)
+        results.append(np.concatenate([boxes, scores[:, None], classes[:, None].astype(np.float32)], 1)
+                       .astype(np.float32))
     return results
 
 

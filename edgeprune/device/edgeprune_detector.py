@@ -236,6 +236,32 @@ def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float, 
     return np.asarray(keep, np.intp)
 
 
+def decode(raw: np.ndarray, end2end: bool, conf: float, iou: float, max_det: int, scale: float = 1.0):
+    """One image's raw output -> (xyxy boxes in input pixels, scores, classes), best first.
+
+    Anchor heads give (4 + nc, anchors) with xywh boxes: confidence filter, then class-aware NMS.
+    End-to-end heads (YOLOv10/YOLO26) give (k, 6) rows x1 y1 x2 y2 score class: no NMS. `scale`
+    undoes boxes divided by the input size. The host evaluator runs this same function.
+    """
+    if end2end:
+        pred = raw[raw[:, 4] > conf]
+        pred = pred[np.argsort(-pred[:, 4], kind="stable")[:max_det]]
+        return pred[:, :4] * scale, pred[:, 4], pred[:, 5].astype(np.intp)
+    class_scores = raw[4:]
+    classes = class_scores.argmax(0)
+    scores = class_scores[classes, np.arange(class_scores.shape[1])]
+    keep = scores > conf
+    boxes = xywh_to_xyxy(raw[:4, keep].T * scale)
+    scores, classes = scores[keep], classes[keep]
+    order = nms(boxes, scores, classes, iou, max_det)
+    return boxes[order], scores[order], classes[order]
+
+
+def is_end2end(raw: np.ndarray) -> bool:
+    """(B, k, 6) is an end-to-end head's output; (B, 4 + nc, anchors) an anchor head's."""
+    return raw.ndim == 3 and raw.shape[2] == 6 and raw.shape[1] != 6
+
+
 # --- backends: each takes (1, 3, S, S) float32 and returns the raw output as float32 ---------
 
 TFLITE_RUNTIMES = (("ai_edge_litert.interpreter", "ai-edge-litert", "litert"),
@@ -326,6 +352,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; artefacts and reports are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -586,7 +613,8 @@ class Detector:
 
     def postprocess(self, raw: np.ndarray, box: Letterbox, size: tuple[int, int]) -> list[Detection]:
         """Decode the raw output of one image of `size` (width, height) into detections on that image."""
-        boxes, scores, classes = self._decode_end2end(raw) if self.end2end else self._decode_anchors(raw)
+        boxes, scores, classes = decode(raw[0], self.end2end, self.conf, self.iou, self.max_det,
+                                        self.imgsz if self.normalized else 1)
         boxes = box.to_original(boxes, *size)
         return [Detection(float(b[0]), float(b[1]), float(b[2]), float(b[3]), float(s), int(c),
                           self.names.get(int(c), str(int(c))))
@@ -595,22 +623,3 @@ class Detector:
     def __call__(self, image: np.ndarray) -> list[Detection]:
         x, box = self.preprocess(image)
         return self.postprocess(self.infer(x), box, (image.shape[1], image.shape[0]))
-
-    def _decode_anchors(self, raw: np.ndarray):
-        pred = raw[0]  # (4 + nc, anchors)
-        scale = self.imgsz if self.normalized else 1
-        class_scores = pred[4:]
-        classes = class_scores.argmax(0)
-        scores = class_scores[classes, np.arange(class_scores.shape[1])]
-        keep = scores > self.conf
-        boxes = xywh_to_xyxy(pred[:4, keep].T * scale)
-        scores, classes = scores[keep], classes[keep]
-        order = nms(boxes, scores, classes, self.iou, self.max_det)
-        return boxes[order], scores[order], classes[order]
-
-    def _decode_end2end(self, raw: np.ndarray):
-        pred = raw[0]  # (k, 6): x1 y1 x2 y2 score class
-        pred = pred[pred[:, 4] > self.conf]
-        pred = pred[np.argsort(-pred[:, 4], kind="stable")[: self.max_det]]
-        scale = self.imgsz if self.normalized else 1
-        return pred[:, :4] * scale, pred[:, 4], pred[:, 5].astype(np.intp)
