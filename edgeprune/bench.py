@@ -19,9 +19,9 @@ import torch
 from edgeprune import runtimes
 from edgeprune.data.build import BUNDLED_YAML, ensure_dataset
 from edgeprune.env import PROJECT_ROOT
-from edgeprune.evaluate.detection import evaluate, torch_runner
-from edgeprune.evaluate.latency import measure
-from edgeprune.export.registry import get_exporter
+from edgeprune.evaluation.detection import evaluate, torch_runner
+from edgeprune.evaluation.latency import measure
+from edgeprune.exporters.registry import get_exporter
 from edgeprune.manifest import atomic_write_json, atomic_write_text, scratch_dir, tool_versions
 from edgeprune.models.checkpoint import load_model, save_model
 from edgeprune.preflight import DEFAULT_BASELINE

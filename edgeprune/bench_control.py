@@ -16,9 +16,9 @@ import torch
 
 from edgeprune.data.build import BUNDLED_YAML, ensure_dataset
 from edgeprune.env import PROJECT_ROOT
-from edgeprune.evaluate.detection import evaluate_model
-from edgeprune.evaluate.model_stats import model_stats
-from edgeprune.finetune.trainer import TrainConfig, train
+from edgeprune.evaluation.detection import evaluate_model
+from edgeprune.evaluation.model_stats import model_stats
+from edgeprune.training.trainer import TrainConfig, train
 from edgeprune.manifest import atomic_write_json, atomic_write_text
 from edgeprune.models.checkpoint import load_model
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from edgeprune import runtimes
 from edgeprune.data.build import ensure_dataset
-from edgeprune.evaluate.detection import evaluate, torch_runner
-from edgeprune.export.registry import get_exporter
+from edgeprune.evaluation.detection import evaluate, torch_runner
+from edgeprune.exporters.registry import get_exporter
 from edgeprune.manifest import atomic_write_json
 from edgeprune.models.checkpoint import load_model
 from edgeprune.quantize.calibration import calibration_set

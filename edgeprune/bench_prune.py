@@ -21,11 +21,11 @@ import torch
 
 from edgeprune import runtimes
 from edgeprune.errors import EdgepruneError
-from edgeprune.evaluate.latency import measure_interleaved
-from edgeprune.export.onnx import export_fp32
+from edgeprune.evaluation.latency import measure_interleaved
+from edgeprune.exporters.onnx import export_fp32
 from edgeprune.manifest import atomic_write_json, atomic_write_text, scratch_dir, tool_versions
-from edgeprune.prune.iterative import iterative_prune
-from edgeprune.prune.structured import PruneConfig, count_macs, prune
+from edgeprune.pruning.iterative import iterative_prune
+from edgeprune.pruning.structured import PruneConfig, count_macs, prune
 
 MODELS = ("yolo11n.yaml", "yolov8n.yaml", "yolo26n.yaml")
 REDUCTIONS = (0.3, 0.5, 0.7)
@@ -95,8 +95,8 @@ def accuracy(checkpoint: Path, data: str, reductions, epochs: int, imgsz: int, w
     the rest after the last), so the control's epoch count still matches.
     """
     from edgeprune.data.build import ensure_dataset
-    from edgeprune.evaluate.detection import evaluate_model
-    from edgeprune.finetune.trainer import finetune_recipe, train
+    from edgeprune.evaluation.detection import evaluate_model
+    from edgeprune.training.trainer import finetune_recipe, train
     from edgeprune.models.checkpoint import load_model
 
     if any(n < 1 or (n > 1 and epochs // n < 1) for n in steps):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from edgeprune.data.dataset import Dataset
 from edgeprune.data.letterbox import PAD_VALUE
-from edgeprune.evaluate.detection import IOU_THRESHOLD
+from edgeprune.evaluation.detection import IOU_THRESHOLD
 from edgeprune.errors import EdgepruneError
 from edgeprune.manifest import (Manifest, atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file,
                                 staged_dir)

@@ -54,15 +54,16 @@ PRUNE_CRITERIA = ("l1", "l2", "bn", "taylor", "random")  # = prune.structured.CR
 
 def _input_model(spec: str, args, nc: int | None):
     """A checkpoint (loaded safely unless --trust-checkpoint) or a model yaml built with random weights, said so."""
-    from edgeprune.models.checkpoint import build_from_yaml, load_model
-    from edgeprune.preflight import MODEL_YAML_SUFFIXES, check_model_yaml
+    from edgeprune import api
+    from edgeprune.models.checkpoint import model_nc
+    from edgeprune.preflight import MODEL_YAML_SUFFIXES
 
-    if not spec.endswith(MODEL_YAML_SUFFIXES):
-        return load_model(spec, trust=args.trust_checkpoint)
-    check_model_yaml(spec)
-    classes = f"{nc} classes from --data" if nc else "80 classes; pass --data for the dataset's"
-    print(f"note: {spec} is a model yaml: built with random weights ({classes}); accuracy needs trained weights")
-    return build_from_yaml(spec, nc or 80).eval()
+    model = api.load(spec, nc=nc, trust=args.trust_checkpoint)
+    if spec.endswith(MODEL_YAML_SUFFIXES):
+        classes = (f"{nc} classes from --data" if nc else
+                   f"the yaml's {model_nc(model)} classes; pass --data for the dataset's")
+        print(f"note: {spec} is a model yaml: built with random weights ({classes}); accuracy needs trained weights")
+    return model
 
 
 def _cmd_data_synth(args) -> None:
@@ -92,8 +93,8 @@ def _cmd_data_video(args) -> None:
 
 def _cmd_baseline(args) -> None:
     from edgeprune.data.build import ensure_dataset
-    from edgeprune.finetune.baseline import train_baseline
-    from edgeprune.finetune.trainer import TrainConfig
+    from edgeprune.training.baseline import train_baseline
+    from edgeprune.training.trainer import TrainConfig
 
     dataset = ensure_dataset(args.data)
     cfg = TrainConfig(epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, seed=args.seed, lr0=args.lr0,
@@ -105,14 +106,12 @@ def _cmd_baseline(args) -> None:
 
 
 def _cmd_deploy(args) -> None:
-    from edgeprune.pipeline import DeployRequest, deploy
+    from edgeprune import api
 
-    request = DeployRequest(target=args.target, model=args.model, data=args.data, out=Path(args.out),
-                            run_dir=Path(args.run_dir) if args.run_dir else None, epochs=args.epochs,
-                            imgsz=args.imgsz, flops_reduction=args.flops_reduction,
-                            calibration_images=args.calibration_images, eval_limit=args.eval_limit,
-                            baseline_epochs=args.baseline_epochs, trust_checkpoint=args.trust_checkpoint)
-    result = deploy(request)
+    result = api.deploy(args.target, model=args.model, data=args.data, out=args.out, run_dir=args.run_dir,
+                        epochs=args.epochs, imgsz=args.imgsz, flops_reduction=args.flops_reduction,
+                        calibration_images=args.calibration_images, eval_limit=args.eval_limit,
+                        baseline_epochs=args.baseline_epochs, trust_checkpoint=args.trust_checkpoint)
     print(result.summary())
 
 
@@ -147,26 +146,19 @@ def _cmd_emulate(args) -> None:
 
 
 def _cmd_prune(args) -> None:
+    from edgeprune import api
     from edgeprune.manifest import atomic_write_json
     from edgeprune.models.checkpoint import check_classes, save_model
-    from edgeprune.prune.structured import PruneConfig, prune
+    from edgeprune.pruning.structured import PruneConfig
 
     overrides = tuple((k, float(v)) for k, v in (item.split("=") for item in args.override))
     cfg = PruneConfig(flops_reduction=args.flops, criterion=args.criterion, round_to=args.round_to, imgsz=args.imgsz,
                       overrides=overrides, global_ranking=args.global_ranking)
-    dataset = None
-    if args.data:  # labelled images for loss-based criteria (taylor)
-        from edgeprune.data.build import ensure_dataset
-
-        dataset = ensure_dataset(args.data)
+    dataset = api.load_dataset(args.data, check_images=False) if args.data else None  # taylor scores with it
     model = _input_model(args.model, args, dataset.nc if dataset else None)
-    batches = None
     if dataset is not None:
-        from edgeprune.data.batches import loss_batches
-
         check_classes(model, dataset.names, args.model, args.data)
-        batches = loss_batches(dataset, args.imgsz, args.loss_images)
-    pruned, result = prune(model, cfg, batches=batches)
+    pruned, result = api.prune(model, cfg, data=dataset, images=args.loss_images)
     out = Path(args.out)
     save_model(pruned, out, meta={"pruning": result.summary()})
     atomic_write_json(out.with_suffix(".prune.json"), {"summary": result.summary(),
@@ -180,28 +172,27 @@ def _cmd_prune(args) -> None:
 def _cmd_finetune(args) -> None:
     from dataclasses import asdict
 
-    from edgeprune.data.build import ensure_dataset
-    from edgeprune.evaluate.detection import evaluate_model
-    from edgeprune.finetune.trainer import finetune_recipe, train
-    from edgeprune.models.checkpoint import check_classes, load_model, param_count, save_model
+    from edgeprune import api
+    from edgeprune.models.checkpoint import check_classes, param_count, save_model
+    from edgeprune.training.trainer import finetune_recipe
 
-    dataset = ensure_dataset(args.data)
+    dataset = api.load_dataset(args.data)
     model = _input_model(args.model, args, dataset.nc)
     check_classes(model, dataset.names, args.model, args.data)
     teacher = None
     if args.teacher:
-        teacher = load_model(args.teacher, trust=args.trust_checkpoint)
+        teacher = api.load(args.teacher, trust=args.trust_checkpoint)
         check_classes(teacher, dataset.names, args.teacher, args.data)
     cfg = finetune_recipe(args.epochs, args.imgsz, batch=args.batch, lr0=args.lr0, seed=args.seed,
                           distill_weight=args.distill_weight if teacher is not None else 0.0,
                           distill_temperature=args.temperature)
     out = Path(args.out)
     work_dir = Path(args.work_dir) if args.work_dir else out.parent / f"{out.stem}-train"
-    before = evaluate_model(model, dataset, args.imgsz, desc="eval input")["map50_95"]
-    tuned = train(model, dataset, cfg, work_dir, teacher=teacher, trust=args.trust_checkpoint)
-    tuned.names = dict(enumerate(dataset.names))
+    before = api.evaluate(model, dataset, args.imgsz)["map50_95"]
+    tuned = api.finetune(model, dataset, work_dir=work_dir, teacher=teacher, config=cfg,
+                         trust=args.trust_checkpoint)
     save_model(tuned, out, meta={"finetune": asdict(cfg), "teacher": args.teacher})
-    after = evaluate_model(tuned, dataset, args.imgsz, desc="eval fine-tuned")["map50_95"]
+    after = api.evaluate(tuned, dataset, args.imgsz)["map50_95"]
     print(f"fine-tuned -> {out}: mAP50-95 {before:.3f} -> {after:.3f}, params {param_count(tuned) / 1e6:.2f}M "
           f"(unchanged), {args.epochs} epochs" + (f", distilled from {args.teacher}" if teacher is not None else "")
           + f"; Ultralytics run in {work_dir}")
@@ -211,8 +202,8 @@ def _cmd_sensitivity(args) -> None:
     from edgeprune.data.build import ensure_dataset
     from edgeprune.manifest import atomic_write_json
     from edgeprune.models.checkpoint import load_model
-    from edgeprune.prune import sensitivity
-    from edgeprune.prune.structured import PruneConfig
+    from edgeprune.pruning import sensitivity
+    from edgeprune.pruning.structured import PruneConfig
 
     dataset = ensure_dataset(args.data)
     model = load_model(args.model, trust=args.trust_checkpoint)
@@ -225,7 +216,7 @@ def _cmd_sensitivity(args) -> None:
 
 
 def _cmd_export_list(args) -> None:
-    from edgeprune.export import registry
+    from edgeprune.exporters import registry
 
     for exporter in registry.all_exporters():
         print(registry.describe(exporter))

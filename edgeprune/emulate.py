@@ -122,7 +122,7 @@ def matched_fraction(host: np.ndarray, other: np.ndarray) -> tuple[int, int]:
         return 0, 0
     if len(other) == 0:
         return 0, len(host)
-    from edgeprune.evaluate.detection import same_class_iou  # torch-heavy module: only when detections exist
+    from edgeprune.evaluation.detection import same_class_iou  # torch-heavy module: only when detections exist
 
     return int((same_class_iou(host, other).max(1) >= MATCH_IOU).sum()), len(host)
 

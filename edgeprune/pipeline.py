@@ -24,17 +24,17 @@ from edgeprune.data.build import BUNDLED_YAML
 from edgeprune.data.dataset import Dataset
 from edgeprune.env import PROJECT_ROOT
 from edgeprune.errors import EdgepruneError
-from edgeprune.evaluate.detection import evaluate, torch_runner
-from edgeprune.evaluate.latency import measure
-from edgeprune.evaluate.model_stats import model_stats
-from edgeprune.evaluate.roofline import activation_elements, estimate_latency_ms
-from edgeprune.export.registry import get_exporter
-from edgeprune.finetune.trainer import TrainConfig, finetune_recipe, train
+from edgeprune.evaluation.detection import evaluate, torch_runner
+from edgeprune.evaluation.latency import measure
+from edgeprune.evaluation.model_stats import model_stats
+from edgeprune.evaluation.roofline import activation_elements, estimate_latency_ms
+from edgeprune.exporters.registry import get_exporter
+from edgeprune.training.trainer import TrainConfig, finetune_recipe, train
 from edgeprune.manifest import Manifest, atomic_write_json, jsonable, scratch_dir, sha256_file, sweep_leftovers
 from edgeprune.models.checkpoint import build_from_yaml, check_classes, load_model, save_model
 from edgeprune.preflight import check_deploy
-from edgeprune.prune.iterative import iterative_prune
-from edgeprune.prune.structured import DATA_CRITERIA, PruneConfig, prune
+from edgeprune.pruning.iterative import iterative_prune
+from edgeprune.pruning.structured import DATA_CRITERIA, PruneConfig, prune
 from edgeprune.quantize.calibration import calibration_set
 from edgeprune.quantize.guard import export_with_guard, move_into
 from edgeprune.targets import Target
@@ -43,7 +43,7 @@ from edgeprune.targets import Target
 
 @dataclass
 class DeployRequest:
-    target: str
+    target: "str | Target"  # a profile name, a yaml path or a Target
     model: str | None = None
     data: str = str(BUNDLED_YAML)
     out: Path = PROJECT_ROOT / "dist"
@@ -247,7 +247,7 @@ def deploy(req: DeployRequest) -> DeployResult:
     export_cfg = {"format": target.artefact, "precision": target.precision, "imgsz": imgsz,
                   "calibration_images": target.calibration_images, "max_map_drop": target.max_map_drop,
                   "guard_levels": list(exporter.caps.guard_levels), "guard_search_units": target.guard_search_units,
-                  "code": source_hash("export", "quantize")}  # changed export/quantization code re-runs the export
+                  "code": source_hash("exporters", "quantize")}  # changed export/quantization code re-runs the export
 
     def calibration():  # one cached set for every INT8 export of this run
         if target.precision != "int8":
@@ -277,7 +277,7 @@ def deploy(req: DeployRequest) -> DeployResult:
     reference_file = run_dir / f"reference-{target.name}" / artefact.name
     guard = metrics["export"].get("accuracy_guard") or {}
     reference_cfg = {**{k: export_cfg[k] for k in ("format", "precision", "imgsz", "calibration_images", "code")},
-                     "recipe": guard.get("chosen", "none"), "timing": source_hash("evaluate")}
+                     "recipe": guard.get("chosen", "none"), "timing": source_hash("evaluation")}
 
     def reference_stage():
         calib = calibration()
@@ -326,7 +326,7 @@ def export_same_recipe(exporter, model: torch.nn.Module, out: Path, imgsz: int, 
 def side_by_side(files: dict[str, Path], imgsz: int, threads: int) -> dict | None:
     """Latency of artefacts timed in interleaved turns in one process (ratios of separate runs scatter);
     None for formats this host cannot run (CoreML)."""
-    from edgeprune.evaluate.latency import measure_interleaved
+    from edgeprune.evaluation.latency import measure_interleaved
 
     if any(path.suffix not in runtimes.SUFFIX_RUNTIME for path in files.values()):
         return None
@@ -345,7 +345,7 @@ def export_files(folder: Path) -> list[Path]:
 
 def coreml_metrics(artefact: Path, model: torch.nn.Module, dataset: Dataset, imgsz: int, req: DeployRequest) -> dict:
     """CoreML predicts only on macOS: verify the spec, and measure a labelled int8-weight proxy instead."""
-    from edgeprune.export.coreml import inspect_spec
+    from edgeprune.exporters.coreml import inspect_spec
     from edgeprune.quantize.weight_proxy import int8_weight_proxy
 
     proxy = int8_weight_proxy(model)
@@ -368,11 +368,11 @@ def artefact_metrics(artefact: Path, dataset: Dataset, imgsz: int, req: DeployRe
     metrics["size_bytes"] = artefact.stat().st_size
     metrics["io_dtypes"] = {"input": runner.input_dtype, "output": runner.output_dtype}
     if artefact.suffix == ".tflite":
-        from edgeprune.export.inspect_tflite import tensor_dtype_census
+        from edgeprune.exporters.inspect_tflite import tensor_dtype_census
 
         metrics["tensor_dtypes"] = tensor_dtype_census(artefact)
     elif artefact.suffix == ".onnx" and "int8" in artefact.name:
-        from edgeprune.export.tensorrt import check_for_tensorrt
+        from edgeprune.exporters.tensorrt import check_for_tensorrt
 
         metrics["tensorrt_checks"] = check_for_tensorrt(artefact)
     return metrics

@@ -97,7 +97,7 @@ class Target:
             problems.append(f"validation needs warmup >= 0, runs >= 1, threads >= 1 (got {self.validation})")
         if not 0 <= self.flops_reduction < 0.95:
             problems.append(f"flops_reduction {self.flops_reduction} must be in [0, 0.95)")
-        from edgeprune.prune.structured import CRITERIA  # here, so `import edgeprune.targets` stays light
+        from edgeprune.pruning.structured import CRITERIA  # here, so `import edgeprune.targets` stays light
 
         if self.prune_criterion not in CRITERIA:
             problems.append(f"prune_criterion {self.prune_criterion!r} is not one of {CRITERIA}")
@@ -137,8 +137,11 @@ def _strict(cls, values: dict, where: str):
     return values
 
 
-def load_target(name: str, folder: Path = TARGETS_DIR, **overrides) -> Target:
-    """Resolve TARGET=<name> to targets/<name>.yaml (or a path to a yaml) and validate it."""
+def load_target(name: "str | Target", folder: Path = TARGETS_DIR, **overrides) -> Target:
+    """Resolve TARGET=<name> to targets/<name>.yaml (or a path to a yaml) and validate it; a Target object
+    gets the overrides (validated the same way)."""
+    if isinstance(name, Target):
+        return dataclasses.replace(name, **{k: v for k, v in overrides.items() if v is not None})
     path = Path(name) if name.endswith(".yaml") else folder / f"{name}.yaml"
     if not path.exists():
         raise EdgepruneError(f"unknown target {name!r}",

@@ -188,7 +188,7 @@ def test_allowlist_loads_what_edgeprune_and_ultralytics_write(tiny_model, tmp_pa
 
     from edgeprune.models.checkpoint import load_model
     from edgeprune.models.safe_load import load_checkpoint
-    from edgeprune.prune.structured import PruneConfig, prune
+    from edgeprune.pruning.structured import PruneConfig, prune
 
     pruned, _ = prune(tiny_model, PruneConfig(flops_reduction=0.3, imgsz=64))
     for name, model in [("pruned", pruned), *((y, DetectionModel(y, nc=6, verbose=False).eval())
@@ -207,7 +207,7 @@ def test_allowlist_loads_what_edgeprune_and_ultralytics_write(tiny_model, tmp_pa
 
 
 def test_half_written_last_pt_restarts_the_stage(tiny_model, tmp_path, capsys):
-    from edgeprune.finetune.trainer import _finished_epochs
+    from edgeprune.training.trainer import _finished_epochs
 
     weights = tmp_path / "ultralytics" / "weights"
     weights.mkdir(parents=True)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from edgeprune import bench_prune
-from edgeprune.evaluate.latency import measure_interleaved
+from edgeprune.evaluation.latency import measure_interleaved
 from edgeprune.models.checkpoint import save_model
 
 

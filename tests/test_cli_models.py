@@ -12,7 +12,7 @@ def test_prune_accepts_a_model_yaml(tiny_data, tmp_path, capsys):
     out = tmp_path / "pruned.pt"
     assert main(["prune", "--model", "yolov8n.yaml", "--flops", "0.3", "--imgsz", "64", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "yolov8n.yaml is a model yaml: built with random weights (80 classes" in printed
+    assert "yolov8n.yaml is a model yaml: built with random weights (the yaml's 80 classes" in printed
     assert model_nc(load_model(out)) == 80 and "pruned ->" in printed
     assert main(["prune", "--model", "yolo11n.yaml", "--data", str(tiny_data), "--flops", "0.3", "--imgsz", "64",
                  "--out", str(out)]) == 0

@@ -83,7 +83,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
     import torch
 
     import edgeprune  # noqa: F401  (offline Ultralytics settings)
-    from edgeprune.export.registry import get_exporter
+    from edgeprune.exporters.registry import get_exporter
     from ultralytics.nn.tasks import DetectionModel
 
     torch.manual_seed(0)
@@ -308,7 +308,7 @@ def test_host_evaluator_and_device_detector_agree(models, tmp_path):
     from edgeprune import runtimes
     from edgeprune.data.letterbox import letterbox, to_input
     from edgeprune.detector import Detector
-    from edgeprune.evaluate.detection import decode
+    from edgeprune.evaluation.detection import decode
 
     image = _image(96, 80, seed=5)
     detector = Detector.from_bundle(make_bundle(tmp_path / "h", models["onnx"]), threads=1, conf=0.01, iou=0.7)

@@ -13,11 +13,11 @@ import torch
 
 from edgeprune.data.dataset import load_dataset
 from edgeprune.errors import EdgepruneError
-from edgeprune.finetune import distill
-from edgeprune.finetune.trainer import TrainConfig, _KeepArchitectureTrainer, train
+from edgeprune.training import distill
+from edgeprune.training.trainer import TrainConfig, _KeepArchitectureTrainer, train
 from edgeprune import cli
 from edgeprune.models.checkpoint import load_model, param_count, save_model
-from edgeprune.prune.structured import PruneConfig, prune_at_ratio
+from edgeprune.pruning.structured import PruneConfig, prune_at_ratio
 
 IMGSZ = 64
 

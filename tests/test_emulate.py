@@ -113,7 +113,7 @@ def test_jetson_cpu_side_under_qemu_matches_host(tmp_path, tiny_data):
 
     import edgeprune  # noqa: F401
     from edgeprune.data.dataset import load_dataset
-    from edgeprune.export.registry import get_exporter
+    from edgeprune.exporters.registry import get_exporter
     from test_device_scripts import DEVICE, _informative, make_bundle
     from ultralytics.nn.tasks import DetectionModel
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from edgeprune.export import registry
-from edgeprune.export.graph import deploy_graph, denormalize
+from edgeprune.exporters import registry
+from edgeprune.exporters.graph import deploy_graph, denormalize
 from edgeprune.targets import available_targets, load_target
 
 IMGSZ = 64
@@ -45,7 +45,7 @@ def test_percentile_calibration_clips_outliers_that_minmax_keeps(model, tmp_path
     import onnx
     from onnx import numpy_helper
 
-    from edgeprune.export.onnx import export_fp32
+    from edgeprune.exporters.onnx import export_fp32
     from edgeprune.quantize.onnx_qdq import quantize_qdq
     from test_device_scripts import _informative  # random init leaves constant tensors a histogram cannot bin
 
@@ -77,7 +77,7 @@ def test_onnx_family_exports_agree_with_pytorch(model, name, precision, tmp_path
     got = runtimes.load(out, threads=1).run(x)
     assert got.shape == ref.shape and np.isfinite(got).all()
     if precision == "int8":  # a random model's INT8 numbers mean little: check the graph is TensorRT-ready
-        from edgeprune.export.tensorrt import check_for_tensorrt
+        from edgeprune.exporters.tensorrt import check_for_tensorrt
 
         checks = check_for_tensorrt(out)
         assert checks["qdq_pairs"] > 50 and checks["max_abs_zero_point"] == 0 and checks["static_input_shape"]
@@ -92,7 +92,7 @@ def test_onnx_family_exports_agree_with_pytorch(model, name, precision, tmp_path
 @pytest.mark.slow
 def test_coreml_package_spec(model, tmp_path):
     pytest.importorskip("coremltools")
-    from edgeprune.export.coreml import inspect_spec
+    from edgeprune.exporters.coreml import inspect_spec
 
     out = registry.get_exporter("coreml").export(model, tmp_path / "model_int8.mlpackage", IMGSZ, "int8",
                                                  names={0: "circle", 1: "square"})

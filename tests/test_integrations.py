@@ -95,7 +95,7 @@ def model(tmp_path_factory) -> Path:
     import torch
 
     import edgeprune  # noqa: F401  (offline Ultralytics settings)
-    from edgeprune.export.registry import get_exporter
+    from edgeprune.exporters.registry import get_exporter
     from ultralytics.nn.tasks import DetectionModel
 
     torch.manual_seed(0)

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.prune.iterative import compose_kept, iterative_prune
-from edgeprune.prune.replay import replay
-from edgeprune.prune.structured import PruneConfig
+from edgeprune.pruning.iterative import compose_kept, iterative_prune
+from edgeprune.pruning.replay import replay
+from edgeprune.pruning.structured import PruneConfig
 from test_replay import IMGSZ, _assert_identical, _model
 
 
@@ -38,7 +38,7 @@ def test_two_steps_reach_the_goal_fine_tune_between_and_replay_exactly():
 
 @pytest.mark.slow
 def test_one_step_equals_one_shot_pruning():
-    from edgeprune.prune.structured import prune
+    from edgeprune.pruning.structured import prune
 
     original = _model("yolo11n.yaml")
     cfg = PruneConfig(flops_reduction=0.4, imgsz=IMGSZ)

@@ -8,7 +8,7 @@ import torch
 from edgeprune.env import PROJECT_ROOT
 from edgeprune.models.checkpoint import load_model
 from edgeprune.pipeline import DeployRequest, deploy
-from edgeprune.prune.replay import replay
+from edgeprune.pruning.replay import replay
 
 pytestmark = pytest.mark.slow
 

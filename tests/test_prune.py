@@ -8,7 +8,7 @@ import torch
 
 from edgeprune.models.blocks import refuse_split_blocks, unfuse_split_blocks
 from edgeprune.models.checkpoint import save_model
-from edgeprune.prune.structured import PruneConfig, count_macs, prune
+from edgeprune.pruning.structured import PruneConfig, count_macs, prune
 
 IMGSZ = 64
 
@@ -74,7 +74,7 @@ def test_pruned_checkpoint_loads_with_plain_ultralytics(tmp_path):
 
 
 def test_per_layer_overrides_prune_only_the_named_block():
-    from edgeprune.prune.structured import prune_at_ratio
+    from edgeprune.pruning.structured import prune_at_ratio
 
     cfg = PruneConfig(imgsz=IMGSZ, overrides=(("model.8.", 0.5),))
     _, result = prune_at_ratio(_model("yolo11n.yaml"), 0.0, cfg)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from edgeprune.models.checkpoint import save_model
-from edgeprune.prune.structured import PruneConfig, prune_at_ratio
+from edgeprune.pruning.structured import PruneConfig, prune_at_ratio
 
 FAMILIES = ["yolov3u.yaml", "yolov5nu.yaml", "yolov6n.yaml", "yolov8n.yaml", "yolov9t.yaml", "yolov10n.yaml",
             "yolo11n.yaml", "yolo12n.yaml", "yolo26n.yaml"]

@@ -9,8 +9,8 @@ from edgeprune.data.batches import loss_batches
 from edgeprune.data.dataset import load_dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.blocks import unfuse_split_blocks
-from edgeprune.prune.structured import PruneConfig, count_macs, prune, prune_at_ratio
-from edgeprune.prune.taylor import accumulate_loss_gradients
+from edgeprune.pruning.structured import PruneConfig, count_macs, prune, prune_at_ratio
+from edgeprune.pruning.taylor import accumulate_loss_gradients
 
 IMGSZ = 64
 

@@ -72,7 +72,7 @@ def test_qat_training_runs_through_fake_int8_and_saves_plain_checkpoints(tiny_mo
     import copy
 
     from edgeprune.data.dataset import load_dataset
-    from edgeprune.finetune import trainer
+    from edgeprune.training import trainer
 
     live = []
     real_attach = qat.attach
@@ -132,9 +132,9 @@ def test_ddp_worker_state_trains_the_pruned_module_with_qat(tiny_model, tiny_dat
     from ultralytics.utils.dist import generate_ddp_file
 
     from edgeprune.data.dataset import load_dataset
-    from edgeprune.finetune.trainer import TrainConfig, make_trainer
+    from edgeprune.training.trainer import TrainConfig, make_trainer
     from edgeprune.models.checkpoint import load_model, param_count
-    from edgeprune.prune.structured import PruneConfig, prune_at_ratio
+    from edgeprune.pruning.structured import PruneConfig, prune_at_ratio
 
     pruned, _ = prune_at_ratio(tiny_model, 0.5, PruneConfig(imgsz=64))
     cfg = TrainConfig(epochs=1, imgsz=64, batch=8, qat="symmetric", warmup_epochs=0.0, close_mosaic=1)

@@ -8,8 +8,8 @@ import torch
 from edgeprune import cli
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.checkpoint import load_model, save_model
-from edgeprune.prune.replay import decode_runs, encode_runs, replay
-from edgeprune.prune.structured import CRITERIA, PruneConfig, prune_at_ratio
+from edgeprune.pruning.replay import decode_runs, encode_runs, replay
+from edgeprune.pruning.structured import CRITERIA, PruneConfig, prune_at_ratio
 
 IMGSZ = 64
 

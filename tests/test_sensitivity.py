@@ -36,7 +36,7 @@ def test_onnx_units_cover_every_convolution_once(model, tmp_path):
 
     import onnx
 
-    from edgeprune.export.onnx import export_fp32
+    from edgeprune.exporters.onnx import export_fp32
 
     nodes = [n.name for n in onnx.load(str(export_fp32(model, IMGSZ, tmp_path / "m.onnx"))).graph.node
              if n.op_type == "Conv"]
@@ -93,7 +93,7 @@ def test_greedy_keeps_units_that_help_until_the_budget_holds(tmp_path):
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
 def test_guard_search_floats_the_units_it_reports(model, fmt, tmp_path):
     """A budget no level meets forces the search; the kept file has its chosen units in float, others INT8."""
-    from edgeprune.export.registry import get_exporter
+    from edgeprune.exporters.registry import get_exporter
     from edgeprune.quantize.guard import export_with_guard
 
     exporter = get_exporter(fmt)

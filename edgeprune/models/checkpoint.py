@@ -24,8 +24,8 @@ def param_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def build_from_yaml(spec: str, nc: int) -> DetectionModel:
-    """A fresh, randomly initialised model from an Ultralytics yaml such as 'yolo11n.yaml'."""
+def build_from_yaml(spec: str, nc: int | None) -> DetectionModel:
+    """A fresh, randomly initialised model from an Ultralytics yaml such as 'yolo11n.yaml' (nc None: the yaml's)."""
     try:
         return DetectionModel(spec, nc=nc, verbose=False)
     except FileNotFoundError:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.export.registry import ExportCache
+from edgeprune.exporters.registry import ExportCache
 from edgeprune.manifest import scratch_dir
 from edgeprune.quantize import sensitivity
 
@@ -89,7 +89,7 @@ def _search(model, imgsz: int, calibration: np.ndarray, base: str, base_path: Pa
             max_units: int, measure, fits, build) -> dict:
     """Rank this model's units on calibration images, then float the worst ones until the budget holds."""
     from edgeprune import runtimes
-    from edgeprune.export.graph import denormalize, deploy_graph
+    from edgeprune.exporters.graph import denormalize, deploy_graph
 
     images = calibration[: sensitivity.RANK_IMAGES].astype(np.float32)
     graph = deploy_graph(model, imgsz)

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.export.registry import ExportCache
+from edgeprune.exporters.registry import ExportCache
 from edgeprune.manifest import atomic_write_bytes, scratch_dir
 
 QUANTIZED_OPS = ("Conv",)
 # Node-name patterns (torch.onnx names nodes by module path) kept in float per accuracy-guard level.
 # The box/score decoding is float at every level: it has no Conv (the deploy graph's DFL integral is a
-# MatMul, edgeprune.export.graph.LastAxisDFL), and only Convs are quantized.
+# MatMul, edgeprune.exporters.graph.LastAxisDFL), and only Convs are quantized.
 FLOAT_NODE_PATTERNS = {
     "none": (),
     "head": (r"/(one2one_)?cv[23]\.\d+/(one2one_)?cv[23]\.\d+\.2/Conv$",),

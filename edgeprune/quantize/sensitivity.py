@@ -68,7 +68,7 @@ def _covered(dets: np.ndarray, others: np.ndarray) -> tuple[float, float]:
     A detection is reproduced by its best same-class box: IoU x the ratio of the two scores."""
     if len(dets) == 0 or len(others) == 0:
         return 0.0, float(dets[:, 4].sum()) if len(dets) else 0.0
-    from edgeprune.evaluate.detection import same_class_iou
+    from edgeprune.evaluation.detection import same_class_iou
 
     iou = same_class_iou(dets, others)
     best = iou.argmax(1)
@@ -80,7 +80,7 @@ def _covered(dets: np.ndarray, others: np.ndarray) -> tuple[float, float]:
 def detection_error(reference: np.ndarray, candidate: np.ndarray) -> float:
     """0 when the candidate's detections equal the reference's, 1 when none match, counting both the
     reference's detections it loses and the spurious ones it adds (weighted by score)."""
-    from edgeprune.evaluate.detection import decode
+    from edgeprune.evaluation.detection import decode
 
     errors = []
     for ref, cand in zip(decode(reference, conf=AGREEMENT_CONF), decode(candidate, conf=AGREEMENT_CONF)):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprune.export.graph import denormalize
+from edgeprune.exporters.graph import denormalize
 
 
 def load(path: Path, threads: int = 2, imgsz: int | None = None, boxes_normalized: bool = True):

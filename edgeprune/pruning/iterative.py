@@ -15,7 +15,7 @@ from dataclasses import replace
 from torch import nn
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.prune.structured import PruneConfig, PruneResult, count_macs, prune
+from edgeprune.pruning.structured import PruneConfig, PruneResult, count_macs, prune
 
 
 def compose_kept(first: dict[str, list[int]], then: dict[str, list[int]]) -> dict[str, list[int]]:

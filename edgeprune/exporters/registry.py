@@ -58,7 +58,8 @@ class ExportCache:
 
 
 _REGISTRY: dict[str, Exporter] = {}
-_MODULES = ("edgeprune.export.tflite", "edgeprune.export.onnx", "edgeprune.export.tensorrt", "edgeprune.export.coreml")
+_MODULES = ("edgeprune.exporters.tflite", "edgeprune.exporters.onnx", "edgeprune.exporters.tensorrt",
+            "edgeprune.exporters.coreml")
 
 
 def register(exporter_cls):
@@ -89,7 +90,7 @@ def get_exporter(name: str) -> Exporter:
     ok, why = available(exporter.caps)
     if not ok:
         raise EdgepruneError(f"export format {name!r} is unavailable on this host: {why}",
-                             "install the project with its optional extras (pip install -e '.[all]')")
+                             "reinstall edgeprune's pinned dependencies: make setup (or pip install -c requirements.lock .)")
     return exporter
 
 

@@ -13,8 +13,8 @@ import importlib.util
 from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.export.onnx import OnnxExporter, export_fp16
-from edgeprune.export.registry import Capabilities, ExportCache, register
+from edgeprune.exporters.onnx import OnnxExporter, export_fp16
+from edgeprune.exporters.registry import Capabilities, ExportCache, register
 from edgeprune.manifest import atomic_write_bytes, atomic_write_text
 from edgeprune.quantize.onnx_qdq import qdq_checks
 

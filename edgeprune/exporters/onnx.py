@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.export.graph import deploy_graph
-from edgeprune.export.registry import Capabilities, ExportCache, register
+from edgeprune.exporters.graph import deploy_graph
+from edgeprune.exporters.registry import Capabilities, ExportCache, register
 from edgeprune.manifest import atomic_write_bytes, scratch_dir
 
 OPSET = 17

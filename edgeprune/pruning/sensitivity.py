@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 
 from edgeprune.data.dataset import Dataset
-from edgeprune.evaluate.detection import evaluate, torch_runner
+from edgeprune.evaluation.detection import evaluate, torch_runner
 from edgeprune.manifest import atomic_write_bytes
-from edgeprune.prune.structured import PruneConfig, prune_at_ratio
+from edgeprune.pruning.structured import PruneConfig, prune_at_ratio
 
 
 def scan(model: torch.nn.Module, dataset: Dataset, cfg: PruneConfig, ratio: float = 0.5,

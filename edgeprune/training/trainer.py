@@ -20,7 +20,7 @@ from ultralytics.utils import torch_utils
 
 from edgeprune.data.dataset import Dataset
 from edgeprune.errors import EdgepruneError
-from edgeprune.finetune import distill
+from edgeprune.training import distill
 from edgeprune.models.checkpoint import load_model, model_nc, param_count
 from edgeprune.models.safe_load import load_checkpoint
 from edgeprune.quantize import qat
@@ -77,7 +77,7 @@ class _KeepArchitectureTrainer(DetectionTrainer):
             return ckpt
         if not isinstance(self.model, torch.nn.Module):
             raise EdgepruneError("the trainer was started without a model module",
-                                 "call edgeprune.finetune.trainer.train(), which hands the module over")
+                                 "call edgeprune.training.trainer.train(), which hands the module over")
         return None
 
 

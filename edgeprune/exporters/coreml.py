@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.export.graph import deploy_graph
-from edgeprune.export.registry import Capabilities, register
+from edgeprune.exporters.graph import deploy_graph
+from edgeprune.exporters.registry import Capabilities, register
 from edgeprune.manifest import scratch_dir
 
 QUANTIZED_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.export.graph import deploy_graph
-from edgeprune.export.registry import Capabilities, ExportCache, register
+from edgeprune.exporters.graph import deploy_graph
+from edgeprune.exporters.registry import Capabilities, ExportCache, register
 from edgeprune.manifest import atomic_write_bytes, scratch_dir
 from edgeprune.quantize.sensitivity import tflite_pattern
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from edgeprune.data.dataset import Dataset
-from edgeprune.evaluate.detection import evaluate_model
-from edgeprune.finetune.trainer import TrainConfig, train
+from edgeprune.evaluation.detection import evaluate_model
+from edgeprune.training.trainer import TrainConfig, train
 from edgeprune.manifest import atomic_write_json, sha256_file, tool_versions
 from edgeprune.models.checkpoint import build_from_yaml, save_model
 

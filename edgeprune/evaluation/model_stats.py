@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from edgeprune.prune.structured import count_macs
+from edgeprune.pruning.structured import count_macs
 
 
 def model_stats(model: torch.nn.Module, imgsz: int) -> dict[str, float]:

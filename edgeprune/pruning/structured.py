@@ -31,9 +31,9 @@ from torch import nn
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.blocks import refuse_split_blocks, split_pairs, unfuse_split_blocks
-from edgeprune.prune import replay as replay_record
-from edgeprune.prune.search import search
-from edgeprune.prune.taylor import accumulate_loss_gradients, clear_gradients
+from edgeprune.pruning import replay as replay_record
+from edgeprune.pruning.search import search
+from edgeprune.pruning.taylor import accumulate_loss_gradients, clear_gradients
 
 CRITERIA = ("l1", "l2", "bn", "taylor", "random")
 DATA_CRITERIA = ("taylor",)  # criteria that score with loss gradients, so need labelled batches
@@ -79,7 +79,7 @@ class PruneResult:
         return out
 
     def replay_record(self) -> dict:
-        """JSON-ready kept-channel record for `edgeprune.prune.replay.replay`."""
+        """JSON-ready kept-channel record for `edgeprune.pruning.replay.replay`."""
         return replay_record.make_record(self.kept, {n: w[0] for n, w in self.layers.items()}, self.imgsz)
 
 
