@@ -138,14 +138,14 @@ def evaluate(model: torch.nn.Module | str | Path, data: Dataset, imgsz: int, thr
     """mAP50-95 / mAP50 (pycocotools) and latency of a PyTorch module or an exported file, run in its runtime.
 
     A CoreML package cannot run here: its labelled int8-weight proxy of `source` is measured instead."""
-    from edgeprune.pipeline import DeployRequest, artefact_metrics
+    from edgeprune.evaluation.artefact import artefact_metrics
 
     if isinstance(model, torch.nn.Module):
         from edgeprune.evaluation.detection import evaluate as run_eval
         from edgeprune.evaluation.detection import torch_runner
 
         return run_eval(torch_runner(model), data, imgsz, desc="eval model")
-    return artefact_metrics(Path(model), data, imgsz, DeployRequest(target="", threads=threads), source)
+    return artefact_metrics(Path(model), data, imgsz, threads, model=source)
 
 
 def deploy(target: str | Target, model: str | Path | torch.nn.Module | None = None,

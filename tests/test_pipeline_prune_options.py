@@ -15,12 +15,12 @@ pytestmark = pytest.mark.slow
 
 def _deploy_until_export(target, tiny_data, tmp_path, monkeypatch):
     """Run baseline, prune and fine-tune of a tiny deploy with this profile; stop before the export."""
-    import edgeprune.pipeline as pipeline
+    import edgeprune.stages as stages
 
     def stop(*args, **kwargs):
         raise KeyboardInterrupt  # the export stage is not what these tests are about
 
-    monkeypatch.setattr(pipeline, "export_with_guard", stop)
+    monkeypatch.setattr(stages, "export_with_guard", stop)
     request = DeployRequest(target=str(target), model="yolo11n.yaml", data=str(tiny_data), out=tmp_path / "dist",
                             run_dir=tmp_path / "run", epochs=1, imgsz=64, calibration_images=4, baseline_epochs=1,
                             eval_limit=4)

@@ -99,7 +99,7 @@ def test_qat_training_runs_through_fake_int8_and_saves_plain_checkpoints(tiny_mo
 
 def test_qat_retry_keeps_the_better_artefact(tmp_path, monkeypatch):
     """The retry replaces the PTQ files only when the QAT artefact measures better."""
-    from edgeprune import pipeline
+    from edgeprune import stages
     from edgeprune.targets import load_target
 
     class Exporter:
@@ -110,7 +110,7 @@ def test_qat_retry_keeps_the_better_artefact(tmp_path, monkeypatch):
             out.write_text(f"qat-{model}")
             return out
 
-    monkeypatch.setattr(pipeline, "train", lambda model, dataset, cfg, work_dir, **_: f"{model}+{cfg.qat}")
+    monkeypatch.setattr(stages, "train", lambda model, dataset, cfg, work_dir, **_: f"{model}+{cfg.qat}")
     target = load_target("rpi")
     for qat_map, winner in ((0.50, "qat-tuned+asymmetric"), (0.30, "ptq")):
         folder = tmp_path / f"case{qat_map}"
@@ -118,11 +118,11 @@ def test_qat_retry_keeps_the_better_artefact(tmp_path, monkeypatch):
         artefact = folder / "model_int8.tflite"
         artefact.write_text("ptq")
         ptq = {"map50_95": 0.40, "accuracy_guard": {"within_budget": False}}
-        out = pipeline.quantization_aware_retry(Exporter(), "tuned", artefact, 64, np.zeros((1, 3, 64, 64)), 0.45,
-                                                target, None, folder / "qat", lambda path: {"map50_95": qat_map}, ptq)
+        out = stages.quantization_aware_retry(Exporter(), "tuned", artefact, 64, np.zeros((1, 3, 64, 64)), 0.45,
+                                              target, None, folder / "qat", lambda path: {"map50_95": qat_map}, ptq)
         assert artefact.read_text() == winner
         assert out["accuracy_guard"]["qat"]["kept"] is (winner != "ptq")
-        assert not [p for p in folder.iterdir() if p.name.startswith(".qat-")], "no leftovers"
+        assert not [p for p in folder.iterdir() if p.name.startswith(".")], "no leftovers"
 
 
 @pytest.mark.slow

@@ -1,0 +1,330 @@
+"""The deploy stages as units: each has a name, a config, input hashes, outputs and a run.
+
+A `Run` holds what the stages share (request, target, dataset, run folder, the metrics so far and
+the files each stage leaves for the next). A stage function builds its `Stage` from the Run when the
+pipeline reaches it, so its input hashes are those of the previous stages' finished files; `STAGES`
+is the order `deploy` follows. Any one stage runs alone given a Run whose earlier outputs exist.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeprune import runtimes
+from edgeprune.data.batches import DEFAULT_IMAGES as LOSS_IMAGES
+from edgeprune.data.batches import loss_batches
+from edgeprune.data.dataset import Dataset
+from edgeprune.evaluation.artefact import artefact_metrics
+from edgeprune.evaluation.detection import evaluate, torch_runner
+from edgeprune.evaluation.latency import measure
+from edgeprune.evaluation.model_stats import model_stats
+from edgeprune.evaluation.roofline import activation_elements, estimate_latency_ms
+from edgeprune.exporters.registry import get_exporter
+from edgeprune.manifest import atomic_write_json, scratch_dir, sha256_file
+from edgeprune.models.checkpoint import build_from_yaml, check_classes, load_model, save_model
+from edgeprune.pruning.iterative import iterative_prune
+from edgeprune.pruning.structured import DATA_CRITERIA, PruneConfig, prune
+from edgeprune.quantize.calibration import calibration_set
+from edgeprune.quantize.guard import export_with_guard, move_into
+from edgeprune.targets import Target
+from edgeprune.training.trainer import TrainConfig, finetune_recipe, train
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # its folder under the run folder and its manifest entry
+    key: str  # what the report calls it: baseline, prune, finetune, export, reference
+    config: dict
+    inputs: dict[str, str]  # name -> sha256 (or the model yaml's name)
+    outputs: Callable[[], list[Path]]  # the files it leaves, listed once it has run
+    run: Callable[[], dict]  # does the work, returns its metrics
+
+
+@dataclass
+class Run:
+    """One deploy's shared state: inputs checked by preflight, the run folder, and what the stages produced."""
+    request: object  # pipeline.DeployRequest
+    target: Target
+    dataset: Dataset
+    model_spec: str
+    run_dir: Path
+    metrics: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def imgsz(self) -> int:
+        return self.target.imgsz
+
+    @property
+    def trust(self) -> bool:
+        return self.request.trust_checkpoint
+
+    @cached_property
+    def data_sha(self) -> str:
+        return self.dataset.content_hash()
+
+    @cached_property
+    def exporter(self):
+        return get_exporter(self.target.artefact)
+
+    def path(self, stage: str, name: str) -> Path:
+        return self.run_dir / stage / name
+
+    @property
+    def base_pt(self) -> Path:
+        return self.path("baseline", "model.pt")
+
+    @property
+    def pruned_pt(self) -> Path:
+        return self.path("prune", "model.pt")
+
+    @property
+    def record(self) -> Path:
+        return self.path("prune", "record.json")
+
+    @property
+    def tuned_pt(self) -> Path:
+        """The model the export starts from: the fine-tuned one, or the pruned one with no fine-tuning."""
+        return self.path("finetune", "model.pt") if self.target.finetune_epochs > 0 else self.pruned_pt
+
+    @property
+    def artefact(self) -> Path:
+        return self.path(f"export-{self.target.name}", f"model_{self.target.precision}{self.exporter.caps.suffix}")
+
+    @property
+    def reference_file(self) -> Path:
+        return self.path(f"reference-{self.target.name}", self.artefact.name)
+
+    def load(self, path: Path) -> torch.nn.Module:
+        return load_model(path, trust=self.trust)
+
+    def calibration(self) -> np.ndarray | None:
+        """One cached calibration set for every INT8 export of this run."""
+        if self.target.precision != "int8":
+            return None
+        return calibration_set(self.dataset, self.imgsz, self.target.calibration_images,
+                               cache=self.run_dir / "calibration" / f"calibration_{self.imgsz}.npy")
+
+    def torch_metrics(self, model: torch.nn.Module, desc: str) -> dict:
+        threads = self.request.threads
+        torch.set_num_threads(threads)
+        run = torch_runner(model)
+        metrics = evaluate(run, self.dataset, self.imgsz, desc=desc, limit=self.request.eval_limit)
+        metrics.update(model_stats(model, self.imgsz))
+        metrics["latency"] = measure(run, self.imgsz)
+        metrics["runtime"] = f"pytorch ({threads} threads)"
+        return metrics
+
+    def measure_file(self, path: Path, model: torch.nn.Module | None = None) -> dict:
+        return artefact_metrics(path, self.dataset, self.imgsz, self.request.threads, self.request.eval_limit, model)
+
+    def device_estimate(self, model: torch.nn.Module) -> dict:
+        stats = model_stats(model, self.imgsz)
+        return estimate_latency_ms(stats["gflops"], stats["params"], activation_elements(model, self.imgsz),
+                                   self.target)
+
+
+def source_hash(*subpackages: str) -> str:
+    """sha256 of edgeprune's own sources in these subpackages: a stage whose code changed is not up to date."""
+    digest = hashlib.sha256()
+    for path in sorted(f for name in subpackages for f in (Path(__file__).parent / name).glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def baseline_stage(run: Run) -> Stage:
+    """Load MODEL (or train it from a yaml), name its classes, measure it."""
+    spec, req, is_yaml = run.model_spec, run.request, run.model_spec.endswith((".yaml", ".yml"))
+
+    def work() -> dict:
+        if is_yaml:
+            model = build_from_yaml(spec, run.dataset.nc)
+            cfg = TrainConfig(epochs=req.baseline_epochs, imgsz=run.imgsz, close_mosaic=10)
+            model = train(model, run.dataset, cfg, run.run_dir / "baseline", trust=run.trust)
+        else:
+            model = run.load(Path(spec))
+        check_classes(model, run.dataset.names, spec, req.data)
+        model.names = dict(enumerate(run.dataset.names))
+        save_model(model, run.base_pt, meta={"source": spec})
+        return run.torch_metrics(model, "eval baseline")
+
+    inputs = {"model": spec if is_yaml else sha256_file(Path(spec)), "data": run.data_sha}
+    return Stage("baseline", "baseline", {"model": spec, "imgsz": run.imgsz}, inputs, lambda: [run.base_pt], work)
+
+
+def prune_stage(run: Run) -> Stage:
+    """Structured pruning to the target's FLOPs goal, in one cut or in steps with fine-tuning between."""
+    target = run.target
+    cfg = PruneConfig(flops_reduction=target.flops_reduction, criterion=target.prune_criterion,
+                      round_to=target.round_to, imgsz=run.imgsz, global_ranking=target.prune_global_ranking)
+    scores_with_data = cfg.criterion in DATA_CRITERIA  # taylor: loss gradients on train images
+    epochs_between = max(1, target.finetune_epochs // target.prune_steps)  # iterative pruning only
+    config = {**asdict(cfg), **({"loss_images": LOSS_IMAGES} if scores_with_data else {}),
+              **({"steps": target.prune_steps, "epochs_between": epochs_between} if target.prune_steps > 1 else {})}
+    inputs = {"model": sha256_file(run.base_pt),
+              **({"data": run.data_sha} if scores_with_data or target.prune_steps > 1 else {})}
+
+    def work() -> dict:
+        batches = (lambda: loss_batches(run.dataset, run.imgsz, LOSS_IMAGES)) if scores_with_data else (lambda: None)
+        steps_log = []
+        if target.prune_steps > 1:  # cut in steps with fine-tuning between; the finetune stage follows the last
+            between = finetune_recipe(epochs_between, run.imgsz, close_mosaic=1)
+            pruned, result, steps_log = iterative_prune(
+                run.load(run.base_pt), cfg, target.prune_steps,
+                lambda model, step: train(model, run.dataset, between, run.run_dir / "prune" / f"step{step}",
+                                          trust=run.trust), batches)
+        else:
+            pruned, result = prune(run.load(run.base_pt), cfg, batches=batches())
+        save_model(pruned, run.pruned_pt, meta={"pruning": result.summary()})
+        atomic_write_json(run.record, {"summary": result.summary(), "kept_channels": result.replay_record(),
+                                       "torch_pruning_history": result.history})
+        out = run.torch_metrics(pruned, "eval pruned")
+        out["pruning"] = {k: v for k, v in result.summary().items() if k not in ("layers",)}
+        if steps_log:
+            out["pruning"]["steps"] = steps_log
+        return out
+
+    return Stage("prune", "prune", config, inputs, lambda: [run.pruned_pt, run.record], work)
+
+
+def finetune_stage(run: Run) -> Stage | None:
+    """Fine-tuning that keeps the pruned architecture (optionally distilled from the baseline); None at 0 epochs."""
+    target = run.target
+    cfg = finetune_recipe(target.finetune_epochs, run.imgsz, distill_weight=target.distill_weight,
+                          distill_temperature=target.distill_temperature)
+    if cfg.epochs == 0:
+        return None
+    distilling = cfg.distill_weight > 0  # the unpruned baseline teaches the pruned student
+
+    def work() -> dict:
+        teacher = run.load(run.base_pt) if distilling else None
+        tuned = train(run.load(run.pruned_pt), run.dataset, cfg, run.run_dir / "finetune", teacher=teacher,
+                      trust=run.trust)
+        save_model(tuned, run.tuned_pt, meta={"finetune": asdict(cfg)})
+        return run.torch_metrics(tuned, "eval fine-tuned")
+
+    inputs = {"model": sha256_file(run.pruned_pt), "data": run.data_sha,
+              **({"teacher": sha256_file(run.base_pt)} if distilling else {})}
+    return Stage("finetune", "finetune", asdict(cfg), inputs, lambda: [run.tuned_pt], work)
+
+
+def export_config(run: Run) -> dict:
+    target = run.target
+    return {"format": target.artefact, "precision": target.precision, "imgsz": run.imgsz,
+            "calibration_images": target.calibration_images, "max_map_drop": target.max_map_drop,
+            "guard_levels": list(run.exporter.caps.guard_levels), "guard_search_units": target.guard_search_units,
+            "code": source_hash("exporters", "quantize")}  # changed export/quantization code re-runs the export
+
+
+def export_stage(run: Run) -> Stage:
+    """The target's artefact with the INT8 accuracy guard (and QAT when PTQ misses), measured by running it."""
+    target, artefact = run.target, run.artefact
+
+    def work() -> dict:
+        calib = run.calibration()
+        tuned = run.load(run.tuned_pt)
+        reference = run.metrics["finetune" if "finetune" in run.metrics else "prune"]["map50_95"]
+        measure_file = lambda path: run.measure_file(path, tuned)  # noqa: E731
+        out = export_with_guard(run.exporter, tuned, artefact, run.imgsz, target.precision, calib, reference,
+                                target.max_map_drop, measure_file, target.guard_search_units)
+        if target.precision == "int8" and target.qat_epochs > 0 and not out["accuracy_guard"]["within_budget"]:
+            out = quantization_aware_retry(run.exporter, tuned, artefact, run.imgsz, calib, reference, target,
+                                           run.dataset, run.run_dir / f"qat-{target.name}", measure_file, out,
+                                           run.trust)
+        out["device_estimate"] = run.device_estimate(tuned)
+        return out
+
+    return Stage(f"export-{target.name}", "export", export_config(run),
+                 {"model": sha256_file(run.tuned_pt), "data": run.data_sha},
+                 lambda: export_files(artefact.parent), work)
+
+
+def reference_stage(run: Run) -> Stage:
+    """The unpruned baseline through the same export recipe, timed side by side with the deployed artefact."""
+    guard = run.metrics["export"].get("accuracy_guard") or {}
+    config = {**{k: export_config(run)[k] for k in ("format", "precision", "imgsz", "calibration_images", "code")},
+              "recipe": guard.get("chosen", "none"), "timing": source_hash("evaluation")}
+    reference = run.reference_file
+
+    def work() -> dict:
+        base = run.load(run.base_pt)
+        export_same_recipe(run.exporter, base, reference, run.imgsz, run.target.precision, run.calibration(), guard)
+        out = run.measure_file(reference, base)
+        out.update(model_stats(base, run.imgsz), recipe=config["recipe"], side_by_side=side_by_side(
+            {"baseline": reference, "compressed": run.artefact}, run.imgsz, run.request.threads))
+        out["device_estimate"] = run.device_estimate(base)
+        return out
+
+    inputs = {"model": sha256_file(run.base_pt), "compressed": sha256_file(run.artefact), "data": run.data_sha}
+    return Stage(f"reference-{run.target.name}", "reference", config, inputs,
+                 lambda: export_files(reference.parent), work)
+
+
+STAGES = (baseline_stage, prune_stage, finetune_stage, export_stage, reference_stage)
+
+
+def quantization_aware_retry(exporter, tuned, artefact: Path, imgsz: int, calib, reference: float, target: Target,
+                             dataset: Dataset, work_dir: Path, measure_file, ptq: dict, trust: bool = False) -> dict:
+    """PTQ missed the budget: fine-tune through fake INT8 (edgeprune.quantize.qat), export again with the guard,
+    and keep whichever artefact is more accurate (the QAT one replaces the PTQ files only if it wins)."""
+    mode = "asymmetric" if target.runtime == "tflite" else "symmetric"
+    cfg = finetune_recipe(target.qat_epochs, imgsz, lr0=0.001, close_mosaic=target.qat_epochs, qat=mode)
+    print(f"  INT8 guard: PTQ missed the budget; quantization-aware fine-tuning for {cfg.epochs} epochs ({mode})")
+    qat_model = train(copy.deepcopy(tuned), dataset, cfg, work_dir, trust=trust)  # updates its module in place
+    with scratch_dir("qat", dir=artefact.parent) as tmp:
+        candidate = Path(tmp) / artefact.name
+        out = export_with_guard(exporter, qat_model, candidate, imgsz, target.precision, calib, reference,
+                                target.max_map_drop, measure_file, target.guard_search_units)
+        wins = out["map50_95"] > ptq["map50_95"]
+        summary = {"epochs": cfg.epochs, "mode": mode, "ptq_map50_95": ptq["map50_95"],
+                   "qat_map50_95": out["map50_95"], "kept": wins}
+        print(f"  INT8 guard: QAT artefact {out['map50_95']:.4f} vs PTQ {ptq['map50_95']:.4f} -> keeping "
+              f"{'QAT' if wins else 'PTQ'}")
+        if not wins:
+            ptq["accuracy_guard"]["qat"] = summary
+            return ptq
+        out["accuracy_guard"]["qat"] = summary
+        move_into(Path(tmp), artefact.parent)
+    return out
+
+
+def export_same_recipe(exporter, model: torch.nn.Module, out: Path, imgsz: int, precision: str, calibration,
+                       guard: dict) -> Path:
+    """Export `model` with what the INT8 guard chose for the compressed model (same float scope, same blocks kept
+    in float), so the two artefacts differ only by pruning and fine-tuning."""
+    from edgeprune.quantize.sensitivity import float_units
+
+    chosen = guard.get("chosen", "none")
+    if precision != "int8" or len(exporter.caps.guard_levels) <= 1:
+        return exporter.export(model, out, imgsz, precision, calibration)
+    level = chosen.split("+")[0]
+    wanted = set(guard.get("float_units", []))
+    units = tuple(u for u in float_units(model) if u.name in wanted)
+    return exporter.export(model, out, imgsz, precision, calibration, float_scope=level, float_units=units)
+
+
+def side_by_side(files: dict[str, Path], imgsz: int, threads: int) -> dict | None:
+    """Latency of artefacts timed in interleaved turns in one process (ratios of separate runs scatter);
+    None for formats this host cannot run (CoreML)."""
+    from edgeprune.evaluation.latency import measure_interleaved
+
+    if any(path.suffix not in runtimes.SUFFIX_RUNTIME for path in files.values()):
+        return None
+    runners = {name: runtimes.load(path, threads=threads, imgsz=imgsz) for name, path in files.items()}
+    timed = measure_interleaved({name: runner.run for name, runner in runners.items()}, imgsz, rounds=12)
+    runtime = next(iter(runners.values())).runtime
+    return {"runtime": f"{runtime} ({threads} threads)", "latency": timed,
+            "ratio_p50": round(timed["compressed"]["p50_ms"] / timed["baseline"]["p50_ms"], 3)}
+
+
+def export_files(folder: Path) -> list[Path]:
+    """What an export stage produced for the device (calibration caches and markers stay behind)."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.suffix != ".npy"
+                  and (p.is_file() or p.suffix == ".mlpackage"))
