@@ -19,7 +19,7 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.manifest import (Manifest, atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file,
                                 staged_dir)
 from edgeprune.report import write_report
-from edgeprune.targets import Hardware, Target, Validation
+from edgeprune.targets import Target, target_from_dict
 
 DEPLOY_CONF = 0.25  # score threshold for live use (mAP is measured at 0.001)
 
@@ -72,10 +72,7 @@ def device_scripts(runtime: str) -> list[Path]:
 
 
 def target_from_metadata(meta: dict) -> Target:
-    profile = dict(meta["target_profile"])
-    profile["hardware"] = Hardware(**profile["hardware"])
-    profile["validation"] = Validation(**profile["validation"])
-    return Target(**profile)
+    return target_from_dict(meta["target_profile"], "bundle metadata.json target_profile")
 
 
 def _render(folder: Path, meta: dict) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from edgeprune.env import PROJECT_ROOT
+from edgeprune.paths import PROJECT_ROOT
 from edgeprune.errors import EdgepruneError
 
 TARGETS_DIR = PROJECT_ROOT / "targets"
@@ -150,12 +150,21 @@ def load_target(name: "str | Target", folder: Path = TARGETS_DIR, **overrides) -
         body = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise EdgepruneError(f"target profile {path} is not valid YAML ({error})", "fix its syntax") from None
-    where = f"target profile {path}"
-    _strict(Target, body, where)
-    body["hardware"] = Hardware(**_strict(Hardware, body.get("hardware") or {}, f"{where} (hardware)"))
-    body["validation"] = Validation(**_strict(Validation, body.get("validation") or {}, f"{where} (validation)"))
-    body["emulation"] = Emulation(**_strict(Emulation, body.get("emulation") or {}, f"{where} (emulation)"))
-    body.setdefault("name", path.stem)
+    if not isinstance(body, dict):
+        raise EdgepruneError(f"target profile {path}: expected a mapping of keys, got {type(body).__name__}",
+                             "see targets/rpi.yaml for the expected shape")
+    return target_from_dict({"name": path.stem, **body}, f"target profile {path}", **overrides)
+
+
+SECTIONS = {"hardware": Hardware, "validation": Validation, "emulation": Emulation}
+
+
+def target_from_dict(body: dict, where: str, **overrides) -> Target:
+    """The one parser of a profile, from a yaml file or from a bundle's metadata.json: strict keys and types,
+    sections into their dataclasses, overrides (None: keep) validated like the file."""
+    body = dict(_strict(Target, body, where))
+    for key, cls in SECTIONS.items():
+        body[key] = cls(**_strict(cls, body.get(key) or {}, f"{where} ({key})"))
     body.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return Target(**body)
