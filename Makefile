@@ -62,24 +62,24 @@ baseline: setup
 		--out baselines/yolo11n-synth.pt
 
 bench: setup                       # export artefacts vs Ultralytics' own exports (needs a finished `make deploy`)
-	$(BIN)/python -m edgeprune.bench --out bench
+	$(BIN)/python -m benchmarks.exports --out bench
 	$(MAKE) bench-stream TARGET=rpi
 	@test -f $(OUT)/host/metadata.json || $(BIN)/edgeprune deploy --target host --data $(DATA) --out $(OUT) \
 		--run-dir runs/rpi        # the host bundle shares the rpi run's trunk: only its export runs
 	$(MAKE) bench-stream TARGET=host
 
 bench-control: setup               # unpruned baseline given the same fine-tuning epochs (needs `make deploy`)
-	$(BIN)/python -m edgeprune.bench_control --run-dir runs/$(TARGET) --out bench
+	$(BIN)/python -m benchmarks.control --run-dir runs/$(TARGET) --out bench
 
 bench-guard: setup                # the INT8 guard's levels + sensitivity search under a forced 0.1-point budget
-	$(BIN)/python -m edgeprune.bench_guard --format tflite --out bench
-	$(BIN)/python -m edgeprune.bench_guard --format tensorrt --out bench
+	$(BIN)/python -m benchmarks.guard --format tflite --out bench
+	$(BIN)/python -m benchmarks.guard --format tensorrt --out bench
 
 # params / GFLOPs / ONNX Runtime latency before vs after pruning at 30/50/70 %;
 # ACCURACY=baselines/yolo11n-synth.pt adds mAP50-95 after fine-tuning per goal vs the unpruned control (slow);
 # DISTILL=4 also fine-tunes each goal with distillation from that checkpoint, STEPS="1 2" compares schedules
 bench-prune: setup
-	$(BIN)/python -m edgeprune.bench_prune --out bench $(if $(ACCURACY),--accuracy $(ACCURACY)) \
+	$(BIN)/python -m benchmarks.pruning --out bench $(if $(ACCURACY),--accuracy $(ACCURACY)) \
 		$(if $(DISTILL),--distill-weight $(DISTILL)) $(if $(STEPS),--steps $(STEPS))
 
 bench-stream: setup                # end-to-end FPS and latency of the drone / automotive loops on the rpi bundle

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from edgeprune.data.build import BUNDLED_YAML, ensure_dataset
-from edgeprune.env import PROJECT_ROOT
+from edgeprune.paths import PROJECT_ROOT
 from edgeprune.evaluation.detection import evaluate_model
 from edgeprune.evaluation.model_stats import model_stats
 from edgeprune.training.trainer import TrainConfig, train

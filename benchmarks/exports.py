@@ -18,7 +18,7 @@ import torch
 
 from edgeprune import runtimes
 from edgeprune.data.build import BUNDLED_YAML, ensure_dataset
-from edgeprune.env import PROJECT_ROOT
+from edgeprune.paths import PROJECT_ROOT
 from edgeprune.evaluation.detection import evaluate, torch_runner
 from edgeprune.evaluation.latency import measure
 from edgeprune.exporters.registry import get_exporter

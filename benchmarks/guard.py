@@ -1,6 +1,6 @@
 """The INT8 guard under a forced budget: how far its levels and its sensitivity search get on one model.
 
-`python -m edgeprune.bench_guard --format tflite --max-drop 0.001` exports the fine-tuned model
+`python -m benchmarks.guard --format tflite --max-drop 0.001` exports the fine-tuned model
 through the guard with a budget tight enough that every fixed level misses, so the per-model search
 runs; the JSON records every candidate (mAP50-95 of the exported file), the block ranking and the
 wall time. The default model is the rpi run's fine-tuned checkpoint (`make deploy TARGET=rpi`).

@@ -5,10 +5,9 @@ The public API is a verb per stage over objects (see edgeprune.api):
     import edgeprune as ep
     pruned, record = ep.prune(ep.load("model.pt"), ep.PruneConfig(flops_reduction=0.5))
 
-Names resolve on first use, so `import edgeprune` stays light (no torch or Ultralytics until needed).
+Names resolve on first use, so `import edgeprune` stays light and changes nothing: no torch or Ultralytics
+import, no environment variables (edgeprune.env configures Ultralytics when a module that needs it loads).
 """
-
-from edgeprune import env as _env  # noqa: F401  (offline Ultralytics settings before anything imports it)
 
 __version__ = "0.1.0"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprune.env import PROJECT_ROOT
+from edgeprune.paths import PROJECT_ROOT
 from edgeprune.errors import EdgepruneError
 from edgeprune.manifest import atomic_write_json
 from edgeprune.targets import Target

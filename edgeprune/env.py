@@ -1,7 +1,9 @@
 """Make Ultralytics run offline and use both CPU cores; must run before `ultralytics` is imported.
 
 Ultralytics otherwise tries to download fonts, weights and datasets, auto-installs packages, and
-trains with cores - 1 threads (one thread on a 2-core machine).
+trains with cores - 1 threads (one thread on a 2-core machine). Importing this module configures
+the process, so every edgeprune module that imports Ultralytics imports this one first — and only
+those: `import edgeprune` itself changes nothing.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from edgeprune.paths import PROJECT_ROOT
 CONFIG_DIR = Path(os.environ.get("EDGEPRUNE_CACHE", PROJECT_ROOT / ".cache")) / "ultralytics"
 
 

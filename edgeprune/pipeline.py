@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgeprune.data.build import BUNDLED_YAML
-from edgeprune.env import PROJECT_ROOT
+from edgeprune.paths import PROJECT_ROOT
 from edgeprune.manifest import Manifest, atomic_write_json, jsonable, sweep_leftovers
 from edgeprune.preflight import check_deploy
 from edgeprune.stages import STAGES, Run, Stage, export_files

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edgeprune.data.build import BUNDLED_YAML, ensure_dataset
 from edgeprune.data.dataset import Dataset, check_images, check_labels_present
-from edgeprune.env import PROJECT_ROOT
+from edgeprune.paths import PROJECT_ROOT
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.checkpoint import check_classes, load_model
 from edgeprune.targets import Target, load_target

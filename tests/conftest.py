@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import edgeprune  # noqa: F401  (offline Ultralytics settings)
+import edgeprune.env  # noqa: F401  (offline Ultralytics settings)
 from edgeprune.data.build import build_synth
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from edgeprune import bench_prune
+from benchmarks import pruning as bench_prune
 from edgeprune.evaluation.latency import measure_interleaved
 from edgeprune.models.checkpoint import save_model
 

@@ -82,7 +82,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
     """The same seeded model as FP32 ONNX and FP32 TFLite (the TFLite conversion takes ~40 s, so once)."""
     import torch
 
-    import edgeprune  # noqa: F401  (offline Ultralytics settings)
+    import edgeprune.env  # noqa: F401  (offline Ultralytics settings)
     from edgeprune.exporters.registry import get_exporter
     from ultralytics.nn.tasks import DetectionModel
 

@@ -111,7 +111,7 @@ def test_jetson_cpu_side_under_qemu_matches_host(tmp_path, tiny_data):
     """A Jetson-style ONNX bundle: the bundle's validate_onnx.py on qemu's Cortex-A76 with ONNX Runtime aarch64."""
     import torch
 
-    import edgeprune  # noqa: F401
+    import edgeprune.env  # noqa: F401
     from edgeprune.data.dataset import load_dataset
     from edgeprune.exporters.registry import get_exporter
     from test_device_scripts import DEVICE, _informative, make_bundle
@@ -136,7 +136,7 @@ def test_jetson_cpu_side_under_qemu_matches_host(tmp_path, tiny_data):
 def test_github_workflow_runs_deploy_then_emulate():
     import yaml
 
-    from edgeprune.env import PROJECT_ROOT
+    from edgeprune.paths import PROJECT_ROOT
 
     workflow = yaml.safe_load((PROJECT_ROOT / ".github" / "workflows" / "emulate.yml").read_text())
     steps = workflow["jobs"]["emulate"]["steps"]

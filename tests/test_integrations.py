@@ -94,7 +94,7 @@ def write_video(path: Path) -> Path:
 def model(tmp_path_factory) -> Path:
     import torch
 
-    import edgeprune  # noqa: F401  (offline Ultralytics settings)
+    import edgeprune.env  # noqa: F401  (offline Ultralytics settings)
     from edgeprune.exporters.registry import get_exporter
     from ultralytics.nn.tasks import DetectionModel
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from edgeprune.env import PROJECT_ROOT
+from edgeprune.paths import PROJECT_ROOT
 from edgeprune.models.checkpoint import load_model
 from edgeprune.pipeline import DeployRequest, deploy
 from edgeprune.pruning.replay import replay

@@ -41,3 +41,19 @@ def test_bad_input_through_the_api_is_one_error(tiny_data):
         ep.load("yolo11n-cls.yaml")
     with pytest.raises(ep.EdgepruneError, match="INT8 export needs calibration images"):
         ep.export(ep.load("yolo11n.yaml", nc=6), "tflite", "x.tflite", imgsz=64)
+
+
+def test_import_changes_nothing(tmp_path):
+    """`import edgeprune` sets no environment variable, imports neither torch nor Ultralytics, writes no file."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_") and k != "OMP_NUM_THREADS"}
+    env["EDGEPRUNE_CACHE"] = str(tmp_path / "cache")
+    code = ("import os, sys; before = dict(os.environ); import edgeprune; "
+            "assert dict(os.environ) == before, 'environment changed'; "
+            "assert not {'torch', 'ultralytics'} & set(sys.modules), 'heavy imports'; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+    assert not (tmp_path / "cache").exists(), "no font copied, no config folder made"

@@ -7,7 +7,7 @@ from pathlib import Path
 from edgeprune.data import synth
 from edgeprune.data.dataset import Dataset, load_dataset
 from edgeprune.data.writers import write_dataset_yaml
-from edgeprune.env import PROJECT_ROOT
+from edgeprune.paths import PROJECT_ROOT
 from edgeprune.manifest import staged_dir
 
 BUNDLED_YAML = PROJECT_ROOT / "datasets" / "synth.yaml"

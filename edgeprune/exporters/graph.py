@@ -13,6 +13,7 @@ from copy import deepcopy
 import numpy as np
 import torch
 from torch import nn
+import edgeprune.env  # noqa: F401, I001  (Ultralytics offline settings before it is imported)
 from ultralytics.nn.modules.block import DFL
 
 

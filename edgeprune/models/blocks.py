@@ -16,6 +16,7 @@ from copy import deepcopy
 
 import torch
 from torch import nn
+import edgeprune.env  # noqa: F401, I001  (Ultralytics offline settings before it is imported)
 from ultralytics.nn.modules import block as B
 
 

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+import edgeprune.env  # noqa: F401, I001  (Ultralytics offline settings before it is imported)
 from ultralytics.nn.tasks import DetectionModel
 
 from edgeprune.errors import EdgepruneError

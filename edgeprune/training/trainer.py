@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import edgeprune.env  # noqa: F401, I001  (Ultralytics offline settings before it is imported)
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import torch_utils
 
