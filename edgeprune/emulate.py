@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprune.paths import PROJECT_ROOT
+from edgeprune.paths import PROJECT_ROOT, WORK_ROOT
 from edgeprune.errors import EdgepruneError
 from edgeprune.manifest import atomic_write_json
 from edgeprune.targets import Target
 
-CACHE = PROJECT_ROOT / ".cache" / "emulate"
+CACHE = WORK_ROOT / ".cache" / "emulate"
 REQUIREMENTS = PROJECT_ROOT / "deploy" / "emulate" / "requirements-aarch64.txt"
 SUITE = "bookworm"  # Raspberry Pi OS 12 is bookworm; its python3.11 matches the wheels' cp311 tag
 DEBIAN_PACKAGES = ("python3.11", "libpython3.11-stdlib", "libstdc++6", "libgomp1", "ca-certificates")

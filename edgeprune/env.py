@@ -12,8 +12,8 @@ import os
 import shutil
 from pathlib import Path
 
-from edgeprune.paths import PROJECT_ROOT
-CONFIG_DIR = Path(os.environ.get("EDGEPRUNE_CACHE", PROJECT_ROOT / ".cache")) / "ultralytics"
+from edgeprune.paths import WORK_ROOT
+CONFIG_DIR = Path(os.environ.get("EDGEPRUNE_CACHE", WORK_ROOT / ".cache")) / "ultralytics"
 
 
 def _install_font(config_dir: Path) -> None:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgeprune.data.build import BUNDLED_YAML
-from edgeprune.paths import PROJECT_ROOT
+from edgeprune.paths import WORK_ROOT
 from edgeprune.manifest import Manifest, atomic_write_json, jsonable, sweep_leftovers
 from edgeprune.preflight import check_deploy
 from edgeprune.stages import STAGES, Run, Stage, export_files
@@ -28,7 +28,7 @@ class DeployRequest:
     target: "str | Target"  # a profile name, a yaml path or a Target
     model: str | None = None
     data: str = str(BUNDLED_YAML)
-    out: Path = PROJECT_ROOT / "dist"
+    out: Path = WORK_ROOT / "dist"
     run_dir: Path | None = None
     epochs: int | None = None
     imgsz: int | None = None
@@ -95,7 +95,7 @@ class StageRunner:
 def deploy(req: DeployRequest) -> DeployResult:
     checked = check_deploy(req)  # every input is checked before the run folder is touched
     target = checked.target
-    run_dir = Path(req.run_dir or PROJECT_ROOT / "runs" / target.name).resolve()
+    run_dir = Path(req.run_dir or WORK_ROOT / "runs" / target.name).resolve()
     sweep_leftovers(run_dir, Path(req.out))
     runner = StageRunner(run_dir)
     runner.manifest.set("request", {k: str(v) for k, v in asdict(req).items()})

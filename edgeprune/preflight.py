@@ -11,12 +11,12 @@ from pathlib import Path
 
 from edgeprune.data.build import BUNDLED_YAML, ensure_dataset
 from edgeprune.data.dataset import Dataset, check_images, check_labels_present
-from edgeprune.paths import PROJECT_ROOT
+from edgeprune.paths import PACKAGE
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.checkpoint import check_classes, load_model
 from edgeprune.targets import Target, load_target
 
-DEFAULT_BASELINE = PROJECT_ROOT / "baselines" / "yolo11n-synth.pt"
+DEFAULT_BASELINE = PACKAGE / "baselines" / "yolo11n-synth.pt"  # `baselines/` in the checkout
 MODEL_YAML_SUFFIXES = (".yaml", ".yml")
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import yaml
 
-from edgeprune.paths import PROJECT_ROOT
+from edgeprune.paths import PACKAGE
 from edgeprune.errors import EdgepruneError
 
-TARGETS_DIR = PROJECT_ROOT / "targets"
+TARGETS_DIR = PACKAGE / "profiles"  # `targets/` in the checkout points here
 RUNTIMES = ("tensorrt", "coreml", "tflite", "onnxruntime")
 PRECISIONS = ("int8", "fp16", "fp32")
 

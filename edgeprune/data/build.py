@@ -7,10 +7,10 @@ from pathlib import Path
 from edgeprune.data import synth
 from edgeprune.data.dataset import Dataset, load_dataset
 from edgeprune.data.writers import write_dataset_yaml
-from edgeprune.paths import PROJECT_ROOT
+from edgeprune.paths import WORK_ROOT
 from edgeprune.manifest import staged_dir
 
-BUNDLED_YAML = PROJECT_ROOT / "datasets" / "synth.yaml"
+BUNDLED_YAML = WORK_ROOT / "datasets" / "synth.yaml"
 NOTE = "Built by `edgeprune data synth` (deterministic, seed 0); `make deploy` builds it when missing."
 
 
