@@ -49,6 +49,19 @@ def test_float_tail_tolerates_ulps_but_not_real_differences():
     assert failed == {"raw within 1e-05 (float decode tail)"}
 
 
+def test_mixed_graph_is_checked_as_agreement_not_claimed_bit_exact():
+    """Blocks floated between INT8 ones re-quantize float results: an INT8 step of drift is legitimate there,
+    lost detections are not."""
+    host = _dump()
+    stepped = _dump(raw_shift=0.03)
+    stepped["0/detections"][:, :4] += 0.5
+    assert not all(c.passed for c in compare(host, stepped, "bit-exact", integer_graph=False))
+    assert all(c.passed for c in compare(host, stepped, "bit-exact", integer_graph=False, mixed=True))
+    lost = _dump(boxes=((10, 10, 50, 50, 0.9, 1),))
+    lost["0/detections_from_reference"] = host["0/detections"].copy()
+    assert not all(c.passed for c in compare(host, lost, "bit-exact", integer_graph=False, mixed=True))
+
+
 def test_integer_graph_only_for_int8_without_float_levels():
     from edgeprune.emulate import integer_graph
 

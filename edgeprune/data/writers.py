@@ -7,7 +7,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import yaml
-from PIL import Image
 
 Label = tuple[int, float, float, float, float]  # class, x_center, y_center, width, height (0..1)
 
