@@ -28,11 +28,11 @@ from edgeprune.targets import Target
 def load(model: str | Path, nc: int | None = None, trust: bool = False) -> torch.nn.Module:
     """A detection model from a checkpoint (read safely unless `trust`) or a model yaml (random weights, `nc`
     classes; the yaml's own count when None)."""
-    from edgeprune.models.checkpoint import build_from_yaml, load_model
-    from edgeprune.preflight import MODEL_YAML_SUFFIXES, check_model_yaml
+    from edgeprune.models.checkpoint import build_from_yaml, is_model_yaml, load_model
+    from edgeprune.preflight import check_model_yaml
 
     spec = str(model)
-    if spec.endswith(MODEL_YAML_SUFFIXES):
+    if is_model_yaml(spec):
         check_model_yaml(spec)
         return build_from_yaml(spec, nc).eval()
     return load_model(spec, trust=trust)

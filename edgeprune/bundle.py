@@ -134,7 +134,8 @@ def add_device_results(bundle: Path, results_file: Path) -> dict:
                              f"this bundle's {meta['model']} is {expected[:12]}",
                              "run the validate script of this bundle on the device and feed back its output")
     name = bundle / f"device_results_{len(meta['device_results']) + 1}.json"
-    before = {p.name: p.read_bytes() for p in bundle.iterdir() if p.is_file() and p.suffix in (".md", ".png", ".json")}
+    rendered = (".md", ".html", ".png", ".json")  # what _render rewrites
+    before = {p.name: p.read_bytes() for p in bundle.iterdir() if p.is_file() and p.suffix in rendered}
     try:
         atomic_write_json(name, results)
         meta["device_results"].append(results)

@@ -55,11 +55,10 @@ PRUNE_CRITERIA = ("l1", "l2", "bn", "taylor", "random")  # = prune.structured.CR
 def _input_model(spec: str, args, nc: int | None):
     """A checkpoint (loaded safely unless --trust-checkpoint) or a model yaml built with random weights, said so."""
     from edgeprune import api
-    from edgeprune.models.checkpoint import model_nc
-    from edgeprune.preflight import MODEL_YAML_SUFFIXES
+    from edgeprune.models.checkpoint import is_model_yaml, model_nc
 
     model = api.load(spec, nc=nc, trust=args.trust_checkpoint)
-    if spec.endswith(MODEL_YAML_SUFFIXES):
+    if is_model_yaml(spec):
         classes = (f"{nc} classes from --data" if nc else
                    f"the yaml's {model_nc(model)} classes; pass --data for the dataset's")
         print(f"note: {spec} is a model yaml: built with random weights ({classes}); accuracy needs trained weights")

@@ -226,18 +226,19 @@ def emulate(bundle: Path, target: Target, images: list[Path], out_dir: Path, qem
                              "run it by hand with --dry-run to see why")
     argv = _script_args(bundle, script, images, emu_dump, out_dir / "emulated-results.json")
     print(f"emulate: {target.name} bundle under qemu-aarch64 (QEMU_CPU={cpu}), {len(images)} images ...")
+    floated = float_units(meta)
     emu_run = subprocess.run(emulated_command(sysroot, cpu, [*argv, "--postprocess-from", str(host_dump)]),
                              capture_output=True, text=True)
     if emu_run.returncode != 0:
         checks = [Check("emulated run", False, f"exit {emu_run.returncode}: {emu_run.stderr.strip()[-800:]}")]
     else:
         with np.load(host_dump) as h, np.load(emu_dump) as e:
-            checks = compare(dict(h), dict(e), emulation.outputs, integer_graph(meta), mixed=bool(float_units(meta)))
+            checks = compare(dict(h), dict(e), emulation.outputs, integer_graph(meta), mixed=bool(floated))
     emulated = _emulated_device(out_dir / "emulated-results.json")
     report = {"target": target.name, "bundle": str(bundle), "model": meta.get("model"),
               "model_sha256": meta.get("files", {}).get(meta.get("model", ""), None), "runtime": runtime,
               "script": script, "qemu_cpu": cpu, "policy": emulation.outputs, "integer_graph": integer_graph(meta),
-              "float_units": float_units(meta),
+              "float_units": floated,
               "images": [str(p) for p in images],
               "sysroot": sysroot.name, "emulated_device": emulated,
               "checks": [{"name": c.name, "pass": c.passed, "detail": c.detail} for c in checks],

@@ -13,11 +13,10 @@ from edgeprune.data.build import BUNDLED_YAML, ensure_dataset
 from edgeprune.data.dataset import Dataset, check_images, check_labels_present
 from edgeprune.paths import PACKAGE
 from edgeprune.errors import EdgepruneError
-from edgeprune.models.checkpoint import check_classes, load_model
+from edgeprune.models.checkpoint import check_classes, is_model_yaml, load_model
 from edgeprune.targets import Target, load_target
 
 DEFAULT_BASELINE = PACKAGE / "baselines" / "yolo11n-synth.pt"  # `baselines/` in the checkout
-MODEL_YAML_SUFFIXES = (".yaml", ".yml")
 
 
 @dataclass(frozen=True)
@@ -25,10 +24,6 @@ class CheckedInputs:
     target: Target
     dataset: Dataset
     model_spec: str  # a checkpoint path or an Ultralytics model yaml
-
-    @property
-    def is_yaml(self) -> bool:
-        return self.model_spec.endswith(MODEL_YAML_SUFFIXES)
 
 
 def check_options(options: dict[str, tuple[float | None, float]]) -> None:
@@ -57,7 +52,7 @@ def check_model_yaml(spec: str) -> None:
 
 
 def check_model(spec: str, dataset: Dataset, data_ref: str, trust: bool = False) -> None:
-    if spec.endswith(MODEL_YAML_SUFFIXES):
+    if is_model_yaml(spec):
         check_model_yaml(spec)
     else:
         check_classes(load_model(spec, trust=trust), dataset.names, spec, data_ref)

@@ -29,7 +29,7 @@ from edgeprune.evaluation.model_stats import model_stats
 from edgeprune.evaluation.roofline import activation_elements, estimate_latency_ms
 from edgeprune.exporters.registry import get_exporter
 from edgeprune.manifest import atomic_write_json, scratch_dir, sha256_file
-from edgeprune.models.checkpoint import build_from_yaml, check_classes, load_model, save_model
+from edgeprune.models.checkpoint import build_from_yaml, check_classes, is_model_yaml, load_model, save_model
 from edgeprune.pruning.iterative import iterative_prune
 from edgeprune.pruning.structured import DATA_CRITERIA, PruneConfig, prune
 from edgeprune.quantize.calibration import calibration_set
@@ -141,7 +141,7 @@ def source_hash(*subpackages: str) -> str:
 
 def baseline_stage(run: Run) -> Stage:
     """Load MODEL (or train it from a yaml), name its classes, measure it."""
-    spec, req, is_yaml = run.model_spec, run.request, run.model_spec.endswith((".yaml", ".yml"))
+    spec, req, is_yaml = run.model_spec, run.request, is_model_yaml(run.model_spec)
 
     def work() -> dict:
         if is_yaml:
@@ -256,10 +256,9 @@ def reference_stage(run: Run) -> Stage:
     def work() -> dict:
         base = run.load(run.base_pt)
         export_same_recipe(run.exporter, base, reference, run.imgsz, run.target.precision, run.calibration(), guard)
-        out = run.measure_file(reference, base)
-        out.update(model_stats(base, run.imgsz), recipe=config["recipe"], side_by_side=side_by_side(
+        out = run.measure_file(reference, base)  # params / GFLOPs come from the baseline stage's row
+        out.update(recipe=config["recipe"], device_estimate=run.device_estimate(base), side_by_side=side_by_side(
             {"baseline": reference, "compressed": run.artefact}, run.imgsz, run.request.threads))
-        out["device_estimate"] = run.device_estimate(base)
         return out
 
     inputs = {"model": sha256_file(run.base_pt), "compressed": sha256_file(run.artefact), "data": run.data_sha}
@@ -320,8 +319,7 @@ def side_by_side(files: dict[str, Path], imgsz: int, threads: int) -> dict | Non
     runners = {name: runtimes.load(path, threads=threads, imgsz=imgsz) for name, path in files.items()}
     timed = measure_interleaved({name: runner.run for name, runner in runners.items()}, imgsz, rounds=12)
     runtime = next(iter(runners.values())).runtime
-    return {"runtime": f"{runtime} ({threads} threads)", "latency": timed,
-            "ratio_p50": round(timed["compressed"]["p50_ms"] / timed["baseline"]["p50_ms"], 3)}
+    return {"runtime": f"{runtime} ({threads} threads)", "latency": timed}  # the ratio: report.speedup
 
 
 def export_files(folder: Path) -> list[Path]:

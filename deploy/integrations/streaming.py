@@ -195,7 +195,7 @@ def _fallback_detector(ed, bundle: Path, meta: dict, entry, threads: int | None,
     if not isinstance(entry, dict) or not entry.get("model"):
         raise ed.BundleError(f'fallback_models entries need a "model" file name, got {entry!r}')
     fallback_meta = {**meta, "model": entry["model"], "imgsz": int(entry.get("imgsz", meta["imgsz"]))}
-    sha = ed.verify_model(bundle, fallback_meta)
+    sha = ed.listed_sha256(bundle, fallback_meta)  # the main detector already checked every listed file
     backend = ed.open_backend(meta.get("runtime", ""), bundle, fallback_meta, threads)
     return ed.Detector(backend, fallback_meta, sha, conf)
 

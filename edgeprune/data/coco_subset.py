@@ -121,8 +121,8 @@ def build_coco_subset(coco_root: Path, out: Path, yaml_path: Path, per_class: in
             written = write_split(partial, split, _samples(coco, coco_root / folder, ids, index_of), names,
                                   prefix=f"coco_{split}")
             summary[split] = written
-            sources[split] = {"annotations": str(_annotation_file(coco_root, folder)),
-                              "annotations_sha256": sha256_file(_annotation_file(coco_root, folder)),
+            annotations = _annotation_file(coco_root, folder)
+            sources[split] = {"annotations": str(annotations), "annotations_sha256": sha256_file(annotations),
                               "image_folder": str(coco_root / folder), "coco_image_ids": ids}
         atomic_write_json(partial / "classes.json", {"names": names, "coco_category_ids": [
             c["id"] for c in _categories(_load_annotations(coco_root, SPLITS["val"]), classes)]})

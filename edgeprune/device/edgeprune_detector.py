@@ -102,18 +102,24 @@ def model_path(bundle: Path, meta: dict) -> Path:
     return path
 
 
+def listed_sha256(bundle: Path, meta: dict) -> str:
+    """The sha256 metadata.json lists for its model (IntegrityError when it lists none)."""
+    path = model_path(bundle, meta)
+    files = meta.get("files")
+    if not isinstance(files, dict) or not files.get(path.name):
+        raise IntegrityError(f"{METADATA} lists no sha256 for {path.name}, so it cannot be verified")
+    return files[path.name]
+
+
 def verify_model(bundle: Path, meta: dict) -> str:
     """Check the whole bundle against metadata["files"] before anything runs; returns the model's sha256.
 
     Every listed file is checked (model, scripts, report, manifest), not only the model: a changed
     decoding script or metadata-adjacent file is as wrong on a device as a changed model.
     """
-    path = model_path(bundle, meta)
-    files = meta.get("files")
-    if not isinstance(files, dict) or not files.get(path.name):
-        raise IntegrityError(f"{METADATA} lists no sha256 for {path.name}, so it cannot be verified")
+    sha, model = listed_sha256(bundle, meta), meta["model"]
     problems = []
-    for name, expected in sorted(files.items(), key=lambda item: item[0] != path.name):  # the model first
+    for name, expected in sorted(meta["files"].items(), key=lambda item: item[0] != model):  # the model first
         item = Path(bundle) / name
         if not item.exists():
             problems.append(f"{name} is missing")
@@ -125,7 +131,7 @@ def verify_model(bundle: Path, meta: dict) -> str:
         more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
         raise IntegrityError(f"bundle failed its integrity check: {'; '.join(problems[:2])}{more} "
                              "(re-copy the whole bundle)")
-    return files[path.name]
+    return sha
 
 
 def package_version(distribution: str) -> str | None:

@@ -25,6 +25,14 @@ def param_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+MODEL_YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def is_model_yaml(spec: str) -> bool:
+    """MODEL names an Ultralytics model yaml (built, then trained) rather than a checkpoint."""
+    return str(spec).endswith(MODEL_YAML_SUFFIXES)
+
+
 def build_from_yaml(spec: str, nc: int | None) -> DetectionModel:
     """A fresh, randomly initialised model from an Ultralytics yaml such as 'yolo11n.yaml' (nc None: the yaml's)."""
     try:
