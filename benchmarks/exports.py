@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from edgeprune import runtimes
+from edgeprune import formats
 from edgeprune.data.build import BUNDLED_YAML, ensure_dataset
 from edgeprune.paths import PROJECT_ROOT
 from edgeprune.evaluation.detection import evaluate, torch_runner
 from edgeprune.evaluation.latency import measure
-from edgeprune.exporters.registry import get_exporter
+from edgeprune import formats
 from edgeprune.manifest import atomic_write_json, atomic_write_text, scratch_dir, tool_versions
 from edgeprune.models.checkpoint import load_model, save_model
 from edgeprune.preflight import DEFAULT_BASELINE
@@ -34,7 +34,7 @@ ULTRALYTICS = (("ultralytics", "litert", "int8"), ("ultralytics", "onnx", "fp32"
 
 
 def _measure_file(path: Path, dataset, imgsz: int, threads: int, boxes_normalized: bool, limit) -> dict:
-    runner = runtimes.load(path, threads=threads, imgsz=imgsz, boxes_normalized=boxes_normalized)
+    runner = formats.load_runner(path, threads=threads, imgsz=imgsz, boxes_normalized=boxes_normalized)
     out = evaluate(runner.run, dataset, imgsz, desc=f"eval {path.name}", limit=limit)
     out["latency"] = measure(runner.run, imgsz, warmup=10, runs=50)
     out["size_bytes"] = path.stat().st_size
@@ -66,7 +66,7 @@ def run(model_path: Path, data: str, imgsz: int, calibration_images: int, thread
     with scratch_dir("bench") as tmp:
         tmp = Path(tmp)
         for tool, fmt, precision in OURS:
-            exporter = get_exporter(fmt)
+            exporter = formats.get(fmt)
             path = tmp / f"ours_{precision}{exporter.caps.suffix}"
             start = time.time()
             if precision == "int8":  # what a bundle ships: the accuracy guard's choice, measured on the file

@@ -12,10 +12,10 @@ import argparse
 import time
 from pathlib import Path
 
-from edgeprune import runtimes
+from edgeprune import formats
 from edgeprune.data.build import ensure_dataset
 from edgeprune.evaluation.detection import evaluate, torch_runner
-from edgeprune.exporters.registry import get_exporter
+from edgeprune import formats
 from edgeprune.manifest import atomic_write_json
 from edgeprune.models.checkpoint import load_model
 from edgeprune.quantize.calibration import calibration_set
@@ -38,10 +38,10 @@ def main(argv=None) -> int:
     model = load_model(args.model)
     reference = evaluate(torch_runner(model), dataset, args.imgsz, desc="eval pytorch")["map50_95"]
     calib = calibration_set(dataset, args.imgsz, args.calibration_images)
-    exporter = get_exporter(args.format)
+    exporter = formats.get(args.format)
 
     def measure(path: Path) -> dict:
-        return evaluate(runtimes.load(path, threads=args.threads, imgsz=args.imgsz).run, dataset, args.imgsz,
+        return evaluate(formats.load_runner(path, threads=args.threads, imgsz=args.imgsz).run, dataset, args.imgsz,
                         desc=f"eval {path.parent.name}")
 
     out = Path(args.out) / f"guard-{args.format}"

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from edgeprune import runtimes
+from edgeprune import formats
 from edgeprune.errors import EdgepruneError
 from edgeprune.evaluation.latency import measure_interleaved
-from edgeprune.exporters.onnx import export_fp32
+from edgeprune.formats.onnx.export import export_fp32
 from edgeprune.manifest import atomic_write_json, atomic_write_text, scratch_dir, tool_versions
 from edgeprune.pruning.iterative import iterative_prune
 from edgeprune.pruning.structured import PruneConfig, count_macs, prune
@@ -41,7 +41,7 @@ def time_in_turns(paths: dict, imgsz: int, threads: int, rounds: int, repeats: i
     first = next(iter(paths))
     per_repeat = []
     for _ in range(repeats):
-        runners = {key: runtimes.load(path, threads=threads, imgsz=imgsz).run for key, path in paths.items()}
+        runners = {key: formats.load_runner(path, threads=threads, imgsz=imgsz).run for key, path in paths.items()}
         per_repeat.append({key: r["p50_ms"] for key, r in measure_interleaved(runners, imgsz, rounds=rounds).items()})
         del runners
     out = {}

@@ -113,13 +113,11 @@ def export(model: torch.nn.Module, format: str, out: str | Path, imgsz: int, pre
     with `data` the file is evaluated, and for INT8 the `guard` chooses what stays float; guard=None exports
     everything INT8 unchecked."""
     from edgeprune.evaluation.detection import evaluate_model
-    from edgeprune.exporters.registry import get_exporter
+    from edgeprune import formats
     from edgeprune.quantize.guard import export_with_guard
 
-    exporter, out = get_exporter(format), Path(out)
-    if precision not in exporter.caps.precisions:
-        raise EdgepruneError(f"format {format!r} has no precision {precision!r}",
-                             f"use one of {', '.join(exporter.caps.precisions)}")
+    exporter, out = formats.get(format), Path(out)
+    exporter.check_precision(precision)
     if precision == "int8" and calibration is None:
         if data is None:
             raise EdgepruneError("INT8 export needs calibration images", "pass data=<Dataset> or calibration=")

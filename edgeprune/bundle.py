@@ -62,13 +62,13 @@ def _device_readme(target: Target, meta: dict, rows: list[dict]) -> str:
 
 DEVICE_DIR = Path(str(resources.files("edgeprune.device")))  # package data: works from a wheel install too
 SHARED_SCRIPTS = ("edgeprune_detector.py", "validation_common.py")
-VALIDATION_SCRIPTS = {"tflite": ("validate_tflite.py",), "onnxruntime": ("validate_onnx.py",),
-                      "tensorrt": ("validate_tensorrt.py", "validate_onnx.py"), "coreml": ("validate_coreml.py",)}
 
 
 def device_scripts(runtime: str) -> list[Path]:
     """The numpy-only detector and the validation script(s) for this runtime, shipped in every bundle."""
-    return [DEVICE_DIR / name for name in SHARED_SCRIPTS + VALIDATION_SCRIPTS[runtime]]
+    from edgeprune import formats
+
+    return [DEVICE_DIR / name for name in SHARED_SCRIPTS + formats.for_runtime(runtime).caps.validation_scripts]
 
 
 def target_from_metadata(meta: dict) -> Target:

@@ -215,10 +215,10 @@ def _cmd_sensitivity(args) -> None:
 
 
 def _cmd_export_list(args) -> None:
-    from edgeprune.exporters import registry
+    from edgeprune import formats
 
-    for exporter in registry.all_exporters():
-        print(registry.describe(exporter))
+    for fmt in formats.all_formats():
+        print(formats.describe(fmt))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -342,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export formats").add_subparsers(
         dest="export_command", required=True, parser_class=OneLineParser)
-    p.add_parser("list", help="registered exporters and their capabilities").set_defaults(func=_cmd_export_list)
+    p.add_parser("list", help="registered formats and their capabilities").set_defaults(func=_cmd_export_list)
     return parser
 
 

@@ -30,7 +30,6 @@ SUITE = "bookworm"  # Raspberry Pi OS 12 is bookworm; its python3.11 matches the
 DEBIAN_PACKAGES = ("python3.11", "libpython3.11-stdlib", "libstdc++6", "libgomp1", "ca-certificates")
 WHEEL_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_17_aarch64",
                    "manylinux2014_aarch64")  # pip --target does not expand tags: every one must be listed
-SCRIPTS = {"tflite": "validate_tflite.py", "onnxruntime": "validate_onnx.py", "tensorrt": "validate_onnx.py"}
 HOST_TOOLS = {"qemu-aarch64-static": "qemu-user-static", "mmdebstrap": "mmdebstrap", "unshare": "util-linux"}
 MATCH_IOU = 0.9  # pre-post policy: a detection agrees when class matches and boxes overlap this much
 MIN_AGREEMENT = 0.8  # pre-post policy: fraction of host detections the emulated run must reproduce
@@ -182,6 +181,16 @@ def _float_tail_detections(host: dict, emulated: dict, images: list[str]) -> Che
                  f"{len(images) - len(bad)}/{len(images)} images" + (f"; differ: images {bad}" if bad else ""))
 
 
+def emulation_script(runtime: str) -> str | None:
+    """The bundle script that runs under qemu for this runtime, as its format declares (None: not emulated)."""
+    from edgeprune import formats
+
+    try:
+        return formats.for_runtime(runtime).caps.emulation_script
+    except EdgepruneError:
+        return None
+
+
 def float_units(meta: dict) -> list[str]:
     """Blocks the INT8 guard's sensitivity search kept in float, mid-graph (empty: none)."""
     return list(((meta.get("quantization") or {}).get("accuracy_guard") or {}).get("float_units") or [])
@@ -206,10 +215,10 @@ def emulate(bundle: Path, target: Target, images: list[Path], out_dir: Path, qem
         raise EdgepruneError(f"target {target.name} has no emulated CPU ({target.hardware.cpu or 'not an ARM CPU'})",
                              "emulation covers the ARM targets: rpi, rpi4, jetson, jetson-agx-orin")
     runtime = meta.get("runtime", "")
-    script = SCRIPTS.get(runtime)
+    script = emulation_script(runtime)
     if script is None or not (bundle / script).exists():
         raise EdgepruneError(f"bundle {bundle} (runtime {runtime!r}) has no script that runs under emulation",
-                             f"emulation runs {', '.join(sorted(set(SCRIPTS.values())))} of tflite/onnx bundles")
+                             "emulation runs the validate script of tflite and onnx bundles")
     if not images:
         raise EdgepruneError("no images to compare on", "pass --images or build the dataset (make data)")
     cpu = qemu_cpu or emulation.qemu_cpu

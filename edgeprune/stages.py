@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgeprune import runtimes
+from edgeprune import formats
 from edgeprune.data.batches import DEFAULT_IMAGES as LOSS_IMAGES
 from edgeprune.data.batches import loss_batches
 from edgeprune.data.dataset import Dataset
@@ -26,8 +26,7 @@ from edgeprune.evaluation.artefact import artefact_metrics
 from edgeprune.evaluation.detection import evaluate, torch_runner
 from edgeprune.evaluation.latency import measure
 from edgeprune.evaluation.model_stats import model_stats
-from edgeprune.evaluation.roofline import activation_elements, estimate_latency_ms
-from edgeprune.exporters.registry import get_exporter
+from edgeprune.latency.roofline import activation_elements, estimate_latency_ms
 from edgeprune.manifest import atomic_write_json, scratch_dir, sha256_file
 from edgeprune.models.checkpoint import build_from_yaml, check_classes, is_model_yaml, load_model, save_model
 from edgeprune.pruning.iterative import iterative_prune
@@ -72,7 +71,7 @@ class Run:
 
     @cached_property
     def exporter(self):
-        return get_exporter(self.target.artefact)
+        return formats.get(self.target.artefact)
 
     def path(self, stage: str, name: str) -> Path:
         return self.run_dir / stage / name
@@ -123,7 +122,8 @@ class Run:
         return metrics
 
     def measure_file(self, path: Path, model: torch.nn.Module | None = None) -> dict:
-        return artefact_metrics(path, self.dataset, self.imgsz, self.request.threads, self.request.eval_limit, model)
+        return artefact_metrics(path, self.dataset, self.imgsz, self.request.threads, self.request.eval_limit, model,
+                                self.exporter)
 
     def device_estimate(self, model: torch.nn.Module) -> dict:
         stats = model_stats(model, self.imgsz)
@@ -220,7 +220,7 @@ def export_config(run: Run) -> dict:
     return {"format": target.artefact, "precision": target.precision, "imgsz": run.imgsz,
             "calibration_images": target.calibration_images, "max_map_drop": target.max_map_drop,
             "guard_levels": list(run.exporter.caps.guard_levels), "guard_search_units": target.guard_search_units,
-            "code": source_hash("exporters", "quantize")}  # changed export/quantization code re-runs the export
+            "code": source_hash("formats", "quantize")}  # changed export/quantization code re-runs the export
 
 
 def export_stage(run: Run) -> Stage:
@@ -314,9 +314,9 @@ def side_by_side(files: dict[str, Path], imgsz: int, threads: int) -> dict | Non
     None for formats this host cannot run (CoreML)."""
     from edgeprune.evaluation.latency import measure_interleaved
 
-    if any(path.suffix not in runtimes.SUFFIX_RUNTIME for path in files.values()):
+    if any(formats.for_artefact(path).caps.host_runtime is None for path in files.values()):
         return None
-    runners = {name: runtimes.load(path, threads=threads, imgsz=imgsz) for name, path in files.items()}
+    runners = {name: formats.load_runner(path, threads=threads, imgsz=imgsz) for name, path in files.items()}
     timed = measure_interleaved({name: runner.run for name, runner in runners.items()}, imgsz, rounds=12)
     runtime = next(iter(runners.values())).runtime
     return {"runtime": f"{runtime} ({threads} threads)", "latency": timed}  # the ratio: report.speedup

@@ -12,7 +12,6 @@ from edgeprune.paths import PACKAGE
 from edgeprune.errors import EdgepruneError
 
 TARGETS_DIR = PACKAGE / "profiles"  # `targets/` in the checkout points here
-RUNTIMES = ("tensorrt", "coreml", "tflite", "onnxruntime")
 PRECISIONS = ("int8", "fp16", "fp32")
 
 
@@ -80,8 +79,7 @@ class Target:
 
     def __post_init__(self):
         problems = []
-        if self.runtime not in RUNTIMES:
-            problems.append(f"runtime {self.runtime!r} is not one of {RUNTIMES}")
+        problems += _format_problems(self.artefact, self.runtime)
         if self.precision not in PRECISIONS:
             problems.append(f"precision {self.precision!r} is not one of {PRECISIONS}")
         if self.imgsz < 32 or self.imgsz % 32:
@@ -110,6 +108,21 @@ class Target:
                             f"distill_temperature {self.distill_temperature} > 0")
         if problems:
             raise EdgepruneError(f"target {self.name}: " + "; ".join(problems), f"edit targets/{self.name}.yaml")
+
+
+def _format_problems(artefact: str, runtime: str) -> list[str]:
+    """The artefact must be a registered format that deploys to the profile's runtime."""
+    from edgeprune import formats
+
+    if runtime not in formats.runtimes():
+        return [f"runtime {runtime!r} is not one of {formats.runtimes()}"]
+    try:
+        fmt = formats.get(artefact, need_available=False)
+    except EdgepruneError as error:
+        return [error.problem]
+    if fmt.caps.runtime != runtime:
+        return [f"artefact {artefact!r} deploys to runtime {fmt.caps.runtime!r}, not {runtime!r}"]
+    return []
 
 
 def available_targets(folder: Path = TARGETS_DIR) -> list[str]:

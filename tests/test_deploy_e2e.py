@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from edgeprune.exporters.inspect_tflite import tensor_dtype_census
+from edgeprune.formats.tflite.inspect import tensor_dtype_census
 from edgeprune.manifest import sha256_file
 from edgeprune.pipeline import DeployRequest, deploy
 
@@ -19,7 +19,7 @@ def _request(tiny_data, tmp_path):
 
 
 def test_deploy_interrupt_resume_and_skip(tiny_data, tmp_path, monkeypatch, capsys):
-    import edgeprune.exporters.tflite as tflite
+    import edgeprune.formats.tflite.export as tflite
 
     real_quantize = tflite.quantize_int8
 

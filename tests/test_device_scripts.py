@@ -83,14 +83,14 @@ def models(tmp_path_factory) -> dict[str, Path]:
     import torch
 
     import edgeprune.env  # noqa: F401  (offline Ultralytics settings)
-    from edgeprune.exporters.registry import get_exporter
+    from edgeprune import formats
     from ultralytics.nn.tasks import DetectionModel
 
     torch.manual_seed(0)
     model = _informative(DetectionModel("yolo11n.yaml", nc=len(NAMES), verbose=False))
     root = tmp_path_factory.mktemp("device-models")
-    return {"onnx": get_exporter("onnx").export(model, root / "model_fp32.onnx", imgsz=IMGSZ, precision="fp32"),
-            "tflite": get_exporter("tflite").export(model, root / "model_fp32.tflite", IMGSZ, "fp32")}
+    return {"onnx": formats.get("onnx").export(model, root / "model_fp32.onnx", imgsz=IMGSZ, precision="fp32"),
+            "tflite": formats.get("tflite").export(model, root / "model_fp32.tflite", IMGSZ, "fp32")}
 
 
 def run_script(script: str, bundle: Path, *args: str) -> subprocess.CompletedProcess:
@@ -305,7 +305,7 @@ def test_host_evaluator_and_device_detector_agree(models, tmp_path):
     one implementation (the device module) serves both."""
     from PIL import Image
 
-    from edgeprune import runtimes
+    from edgeprune import formats
     from edgeprune.data.letterbox import letterbox, to_input
     from edgeprune.detector import Detector
     from edgeprune.evaluation.detection import decode
@@ -314,7 +314,7 @@ def test_host_evaluator_and_device_detector_agree(models, tmp_path):
     detector = Detector.from_bundle(make_bundle(tmp_path / "h", models["onnx"]), threads=1, conf=0.01, iou=0.7)
     device = sorted(detector(image), key=lambda d: -d.score)[:10]
     boxed, box = letterbox(Image.fromarray(image), IMGSZ)
-    host = decode(runtimes.load(models["onnx"], threads=1).run(to_input([boxed])), conf=0.01, iou=0.7)[0]
+    host = decode(formats.load_runner(models["onnx"], threads=1).run(to_input([boxed])), conf=0.01, iou=0.7)[0]
     host[:, :4] = box.to_original(host[:, :4], 96, 80)
     host = host[np.argsort(-host[:, 4])][:10]
     assert len(device) == len(host) > 0

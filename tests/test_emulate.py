@@ -126,13 +126,13 @@ def test_jetson_cpu_side_under_qemu_matches_host(tmp_path, tiny_data):
 
     import edgeprune.env  # noqa: F401
     from edgeprune.data.dataset import load_dataset
-    from edgeprune.exporters.registry import get_exporter
+    from edgeprune import formats
     from test_device_scripts import DEVICE, _informative, make_bundle
     from ultralytics.nn.tasks import DetectionModel
 
     torch.manual_seed(0)
     model = _informative(DetectionModel("yolo11n.yaml", nc=6, verbose=False))
-    onnx = get_exporter("onnx").export(model, tmp_path / "model_fp32.onnx", imgsz=64, precision="fp32")
+    onnx = formats.get("onnx").export(model, tmp_path / "model_fp32.onnx", imgsz=64, precision="fp32")
     bundle = make_bundle(tmp_path / "jetson", onnx, runtime="tensorrt")
     for script in ("validate_onnx.py", "validation_common.py", "edgeprune_detector.py"):
         shutil.copy(DEVICE / script, bundle / script)

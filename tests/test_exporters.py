@@ -4,20 +4,20 @@ import numpy as np
 import pytest
 import torch
 
-from edgeprune.exporters import registry
-from edgeprune.exporters.graph import deploy_graph, denormalize
+from edgeprune import formats
+from edgeprune.formats.graph import deploy_graph, denormalize
 from edgeprune.targets import available_targets, load_target
 
 IMGSZ = 64
 
 
 def test_registry_covers_every_target_profile():
-    names = {e.caps.name for e in registry.all_exporters()}
+    names = {e.caps.name for e in formats.all_formats()}
     assert {"tflite", "onnx", "tensorrt", "coreml"} <= names
     for target in available_targets():
         profile = load_target(target)
         assert profile.artefact in names, f"{target} needs exporter {profile.artefact}"
-        assert profile.precision in registry.get_exporter(profile.artefact).caps.precisions
+        assert profile.precision in formats.get(profile.artefact).caps.precisions
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +30,11 @@ def model():
 
 def test_qdq_guard_levels_parse_and_reject_unknown():
     from edgeprune.errors import EdgepruneError
-    from edgeprune.quantize.onnx_qdq import parse_level
+    from edgeprune.formats.onnx.qdq import parse_level
 
     assert parse_level("head") == ("head", "minmax")
     assert parse_level("head/percentile") == ("head", "percentile")
-    for level in registry.get_exporter("tensorrt").caps.guard_levels:
+    for level in formats.get("tensorrt").caps.guard_levels:
         parse_level(level)
     with pytest.raises(EdgepruneError, match="unknown INT8 guard level"):
         parse_level("head/entropy")
@@ -45,8 +45,8 @@ def test_percentile_calibration_clips_outliers_that_minmax_keeps(model, tmp_path
     import onnx
     from onnx import numpy_helper
 
-    from edgeprune.exporters.onnx import export_fp32
-    from edgeprune.quantize.onnx_qdq import quantize_qdq
+    from edgeprune.formats.onnx.export import export_fp32
+    from edgeprune.formats.onnx.qdq import quantize_qdq
     from test_device_scripts import _informative  # random init leaves constant tensors a histogram cannot bin
 
     model = _informative(model)
@@ -68,16 +68,16 @@ def test_percentile_calibration_clips_outliers_that_minmax_keeps(model, tmp_path
 @pytest.mark.parametrize("name, precision", [("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8"),
                                              ("tensorrt", "int8")])
 def test_onnx_family_exports_agree_with_pytorch(model, name, precision, tmp_path):
-    from edgeprune import runtimes
+    from edgeprune import formats
 
     calib = np.random.default_rng(0).random((4, 3, IMGSZ, IMGSZ), dtype=np.float32)
-    out = registry.get_exporter(name).export(model, tmp_path / f"m_{precision}.onnx", IMGSZ, precision, calib)
+    out = formats.get(name).export(model, tmp_path / f"m_{precision}.onnx", IMGSZ, precision, calib)
     x = calib[:2]
     ref = denormalize(deploy_graph(model, IMGSZ)(torch.from_numpy(x)).numpy(), IMGSZ)
-    got = runtimes.load(out, threads=1).run(x)
+    got = formats.load_runner(out, threads=1).run(x)
     assert got.shape == ref.shape and np.isfinite(got).all()
     if precision == "int8":  # a random model's INT8 numbers mean little: check the graph is TensorRT-ready
-        from edgeprune.exporters.tensorrt import check_for_tensorrt
+        from edgeprune.formats.tensorrt.export import check_for_tensorrt
 
         checks = check_for_tensorrt(out)
         assert checks["qdq_pairs"] > 50 and checks["max_abs_zero_point"] == 0 and checks["static_input_shape"]
@@ -92,9 +92,9 @@ def test_onnx_family_exports_agree_with_pytorch(model, name, precision, tmp_path
 @pytest.mark.slow
 def test_coreml_package_spec(model, tmp_path):
     pytest.importorskip("coremltools")
-    from edgeprune.exporters.coreml import inspect_spec
+    from edgeprune.formats.coreml.export import inspect_spec
 
-    out = registry.get_exporter("coreml").export(model, tmp_path / "model_int8.mlpackage", IMGSZ, "int8",
+    out = formats.get("coreml").export(model, tmp_path / "model_int8.mlpackage", IMGSZ, "int8",
                                                  names={0: "circle", 1: "square"})
     spec = inspect_spec(out)
     assert spec["input"] == "images" and spec["input_type"] == "imageType"

@@ -95,13 +95,13 @@ def model(tmp_path_factory) -> Path:
     import torch
 
     import edgeprune.env  # noqa: F401  (offline Ultralytics settings)
-    from edgeprune.exporters.registry import get_exporter
+    from edgeprune import formats
     from ultralytics.nn.tasks import DetectionModel
 
     torch.manual_seed(0)
     net = DetectionModel("yolo11n.yaml", nc=len(NAMES), verbose=False).eval()
     root = tmp_path_factory.mktemp("integration-model")
-    return get_exporter("onnx").export(net, root / "model.onnx", imgsz=IMGSZ, precision="fp32")
+    return formats.get("onnx").export(net, root / "model.onnx", imgsz=IMGSZ, precision="fp32")
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from edgeprune import formats
 from edgeprune.quantize import sensitivity
-from edgeprune.quantize.sensitivity import Unit
+from edgeprune.formats.base import Unit
 
 IMGSZ = 64
 
@@ -36,11 +37,11 @@ def test_onnx_units_cover_every_convolution_once(model, tmp_path):
 
     import onnx
 
-    from edgeprune.exporters.onnx import export_fp32
+    from edgeprune.formats.onnx.export import export_fp32
 
     nodes = [n.name for n in onnx.load(str(export_fp32(model, IMGSZ, tmp_path / "m.onnx"))).graph.node
              if n.op_type == "Conv"]
-    patterns = [sensitivity.onnx_pattern(u) for u in sensitivity.float_units(model)]
+    patterns = [formats.get("onnx").unit_pattern(u) for u in sensitivity.float_units(model)]
     owners = {name: sum(bool(re.search(p, name)) for p in patterns) for name in nodes}
     assert nodes and all(k == 1 for k in owners.values()), {n: k for n, k in owners.items() if k != 1}
 
@@ -93,10 +94,10 @@ def test_greedy_keeps_units_that_help_until_the_budget_holds(tmp_path):
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
 def test_guard_search_floats_the_units_it_reports(model, fmt, tmp_path):
     """A budget no level meets forces the search; the kept file has its chosen units in float, others INT8."""
-    from edgeprune.exporters.registry import get_exporter
+    from edgeprune import formats
     from edgeprune.quantize.guard import export_with_guard
 
-    exporter = get_exporter(fmt)
+    exporter = formats.get(fmt)
     calib = np.random.default_rng(0).random((8, 3, IMGSZ, IMGSZ), dtype=np.float32)
     measured = []
 
@@ -128,7 +129,7 @@ def _onnx_conv_weight_is_quantized(path: Path, unit: Unit) -> bool:
 
     graph = onnx.load(str(path)).graph
     producers = {o: n.op_type for n in graph.node for o in n.output}
-    convs = [n for n in graph.node if n.op_type == "Conv" and re.search(sensitivity.onnx_pattern(unit), n.name)]
+    convs = [n for n in graph.node if n.op_type == "Conv" and re.search(formats.get("onnx").unit_pattern(unit), n.name)]
     assert convs, unit.name
     return any(producers.get(c.input[1]) == "DequantizeLinear" for c in convs)
 
@@ -139,6 +140,6 @@ def _tflite_unit_is_int8(path: Path, unit: Unit) -> bool:
     from ai_edge_litert.interpreter import Interpreter
 
     tensors = [t for t in Interpreter(model_path=str(path)).get_tensor_details()  # not the QUANTIZE ops' outputs
-               if re.search(sensitivity.tflite_pattern(unit), t["name"] + ";") and not t["name"].endswith("_quantized")]
+               if re.search(formats.get("tflite").unit_pattern(unit), t["name"] + ";") and not t["name"].endswith("_quantized")]
     assert tensors, unit.name
     return any(np.dtype(t["dtype"]) == np.int8 for t in tensors)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from edgeprune.pruning.structured import count_macs
+
+def count_macs(model: torch.nn.Module, imgsz: int) -> tuple[int, int]:
+    """(multiply-accumulates, parameters) of one image, counted by Torch-Pruning's op counter."""
+    import torch_pruning as tp
+
+    macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, 3, imgsz, imgsz))
+    return int(macs), int(params)
 
 
 def model_stats(model: torch.nn.Module, imgsz: int) -> dict[str, float]:

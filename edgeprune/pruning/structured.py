@@ -30,6 +30,7 @@ import torch_pruning as tp
 from torch import nn
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.evaluation.model_stats import count_macs
 from edgeprune.models.blocks import refuse_split_blocks, split_pairs, unfuse_split_blocks
 from edgeprune.pruning import replay as replay_record
 from edgeprune.pruning.search import search
@@ -92,12 +93,6 @@ def _importance(criterion: str):
             "bn": lambda: tp.importance.BNScaleImportance(normalizer=None),
             "taylor": lambda: tp.importance.GroupTaylorImportance(normalizer=None),
             "random": lambda: tp.importance.RandomImportance()}[criterion]()
-
-
-def count_macs(model: nn.Module, imgsz: int) -> tuple[int, int]:
-    example = torch.zeros(1, 3, imgsz, imgsz)
-    macs, params = tp.utils.count_ops_and_params(model, example)
-    return int(macs), int(params)
 
 
 def _locked_layers(model: nn.Module) -> dict[nn.Module, str]:

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.exporters.registry import ExportCache
+from edgeprune.formats.base import ExportCache, Format
 from edgeprune.manifest import scratch_dir
 from edgeprune.quantize import sensitivity
 
 
-def export_with_guard(exporter, model: torch.nn.Module, artefact: Path, imgsz: int, precision: str,
+def export_with_guard(exporter: Format, model: torch.nn.Module, artefact: Path, imgsz: int, precision: str,
                       calibration: np.ndarray | None, reference_map: float, max_drop: float,
                       measure: Callable[[Path], dict], search_units: int = 0) -> dict:
     tunable = precision == "int8" and len(exporter.caps.guard_levels) > 1
@@ -71,8 +71,8 @@ def export_with_guard(exporter, model: torch.nn.Module, artefact: Path, imgsz: i
         search = None
         if tunable and search_units > 0 and not fits(best[1]["map50_95"]):
             base, base_metrics, base_path, _ = best
-            search = _search(model, imgsz, calibration, base, base_path, base_metrics["map50_95"], search_units,
-                             measure, fits, lambda units, name: build(base, units, name))
+            search = _search(exporter, model, imgsz, calibration, base, base_path, base_metrics["map50_95"],
+                             search_units, measure, fits, lambda units, name: build(base, units, name))
             for candidate, metrics in search.pop("candidates"):
                 keep(base, candidate.path, metrics, candidate.units)
         level, metrics, path, units = best
@@ -85,11 +85,10 @@ def export_with_guard(exporter, model: torch.nn.Module, artefact: Path, imgsz: i
     return metrics
 
 
-def _search(model, imgsz: int, calibration: np.ndarray, base: str, base_path: Path, base_map: float,
+def _search(exporter: Format, model, imgsz: int, calibration: np.ndarray, base: str, base_path: Path, base_map: float,
             max_units: int, measure, fits, build) -> dict:
     """Rank this model's units on calibration images, then float the worst ones until the budget holds."""
-    from edgeprune import runtimes
-    from edgeprune.exporters.graph import denormalize, deploy_graph
+    from edgeprune.formats.graph import denormalize, deploy_graph
 
     images = calibration[: sensitivity.RANK_IMAGES].astype(np.float32)
     graph = deploy_graph(model, imgsz)
@@ -97,7 +96,7 @@ def _search(model, imgsz: int, calibration: np.ndarray, base: str, base_path: Pa
         reference = denormalize(graph(torch.from_numpy(images)).numpy(), imgsz, graph.end2end)
 
     def run(path: Path, x: np.ndarray) -> np.ndarray:
-        return runtimes.load(path, threads=2, imgsz=imgsz).run(x)  # runners take a batch
+        return exporter.load_runner(path, threads=2, imgsz=imgsz).run(x)  # runners take a batch
 
     print(f"  INT8 guard: every level misses the budget; ranking blocks by INT8 sensitivity (base {base})")
     units = sensitivity.float_units(model)

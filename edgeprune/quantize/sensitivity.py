@@ -23,19 +23,10 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from edgeprune.formats.base import Unit
+
 AGREEMENT_CONF = 0.1  # detections compared above this score: what a deployed threshold would keep and more
 RANK_IMAGES = 16  # calibration images used to rank units (~0.1 s each through LiteRT/ONNX Runtime)
-
-
-@dataclass(frozen=True)
-class Unit:
-    """A part of the network the search may keep in float: a top-level block, or one head scale."""
-    block: int  # index into model.model
-    scale: int | None = None  # head only: that scale's box and class branches (cv2.k, cv3.k, one2one_*)
-
-    @property
-    def name(self) -> str:
-        return f"model.{self.block}" if self.scale is None else f"model.{self.block}.scale{self.scale}"
 
 
 def float_units(model: nn.Module) -> list[Unit]:
@@ -45,21 +36,6 @@ def float_units(model: nn.Module) -> list[Unit]:
     units = [Unit(i) for i, block in enumerate(layers[:head])
              if any(isinstance(m, nn.Conv2d) for m in block.modules())]
     return units + [Unit(head, k) for k in range(int(getattr(layers[head], "nl", 0)))]
-
-
-def onnx_pattern(unit: Unit) -> str:
-    """torch.onnx names nodes by module path: /model/model.<block>/... (DeployGraph wraps the model)."""
-    if unit.scale is None:
-        return rf"^/model/model\.{unit.block}/"
-    return rf"^/model/model\.{unit.block}/(one2one_)?cv[23]\.{unit.scale}/"
-
-
-def tflite_pattern(unit: Unit) -> str:
-    """litert-torch names tensors <Class>_<attribute or index> per module; ModuleList entries are Sequential_<k>."""
-    block = rf"DetectionModel_model/[\w.]+_{unit.block}"
-    if unit.scale is None:
-        return block + "[/;]"
-    return block + rf"/torch\.nn\.modules\.container\.Sequential_{unit.scale}/"
 
 
 def _covered(dets: np.ndarray, others: np.ndarray) -> tuple[float, float]:

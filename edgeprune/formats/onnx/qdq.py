@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.exporters.registry import ExportCache
+from edgeprune.formats.base import ExportCache
 from edgeprune.manifest import atomic_write_bytes, scratch_dir
 
 QUANTIZED_OPS = ("Conv",)
 # Node-name patterns (torch.onnx names nodes by module path) kept in float per accuracy-guard level.
 # The box/score decoding is float at every level: it has no Conv (the deploy graph's DFL integral is a
-# MatMul, edgeprune.exporters.graph.LastAxisDFL), and only Convs are quantized.
+# MatMul, edgeprune.formats.graph.LastAxisDFL), and only Convs are quantized.
 FLOAT_NODE_PATTERNS = {
     "none": (),
     "head": (r"/(one2one_)?cv[23]\.\d+/(one2one_)?cv[23]\.\d+\.2/Conv$",),
@@ -45,9 +45,9 @@ def float_nodes(fp32_onnx: Path, float_scope: str, float_units: tuple = ()) -> l
 
     import onnx
 
-    from edgeprune.quantize.sensitivity import onnx_pattern
+    from edgeprune.formats.onnx import onnx_unit_pattern
 
-    patterns = FLOAT_NODE_PATTERNS[float_scope] + tuple(onnx_pattern(u) for u in float_units)
+    patterns = FLOAT_NODE_PATTERNS[float_scope] + tuple(onnx_unit_pattern(u) for u in float_units)
     return [n.name for n in onnx.load(str(fp32_onnx)).graph.node if any(re.search(p, n.name) for p in patterns)]
 
 
@@ -64,7 +64,7 @@ class _Reader:
 def quantize_qdq(fp32_onnx: Path, calibration: np.ndarray, out: Path, float_scope: str = "none",
                  float_units: tuple = (), cache: ExportCache | None = None) -> Path:
     """`float_scope` is a guard level: which nodes stay float, optionally "/percentile" calibration;
-    `float_units` adds whole blocks (edgeprune.quantize.sensitivity). `cache` keeps the pre-processed
+    `float_units` adds whole blocks (edgeprune.formats.base.Unit). `cache` keeps the pre-processed
     graph and the activation ranges (per method) for the guard's next candidate."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod

@@ -3,7 +3,7 @@
 A roofline: the slower of compute (operations over the achievable fraction of peak throughput)
 and memory traffic (weights read once, every conv activation written and read once, over
 bandwidth), plus a fixed per-inference overhead. Always labelled an estimate; small batch-1
-detectors reach a small fraction of peak, hence the utilisation factors below.
+detectors reach a small fraction of peak: each format declares its utilisation and overhead.
 """
 
 from __future__ import annotations
@@ -11,12 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgeprune import formats
 from edgeprune.targets import Target
 
 BYTES = {"int8": 1, "fp16": 2, "fp32": 4}
-# Achievable fraction of peak for a batch-1 YOLO-nano-sized network, per runtime (rough, conservative).
-UTILISATION = {"tflite": 0.25, "tensorrt": 0.15, "coreml": 0.2, "onnxruntime": 0.3}
-OVERHEAD_MS = {"tflite": 0.3, "tensorrt": 0.2, "coreml": 0.5, "onnxruntime": 0.2}
 
 
 def activation_elements(model: nn.Module, imgsz: int) -> int:
@@ -41,11 +39,12 @@ def estimate_latency_ms(gflops: float, params: int, activations: int, target: Ta
     hw = target.hardware
     width = BYTES[target.precision]
     peak = (hw.peak_int8_tops * 1e12 if target.precision == "int8" else hw.peak_fp16_tflops * 1e12)
-    utilisation = UTILISATION[target.runtime]
+    caps = formats.for_runtime(target.runtime).caps
+    utilisation = caps.roofline_utilisation
     compute_ms = gflops * 1e9 / (peak * utilisation) * 1e3 if peak else float("nan")
     traffic = params * width + 2 * activations * width
     memory_ms = traffic / (hw.memory_bandwidth_gbs * 1e9) * 1e3 if hw.memory_bandwidth_gbs else float("nan")
-    total = max(compute_ms, memory_ms) + OVERHEAD_MS[target.runtime]
+    total = max(compute_ms, memory_ms) + caps.roofline_overhead_ms
     return {"estimate_ms": round(total, 3), "compute_ms": round(compute_ms, 3), "memory_ms": round(memory_ms, 3),
             "bound": "compute" if compute_ms >= memory_ms else "memory", "utilisation_assumed": utilisation,
             "device": hw.device, "label": "estimate (roofline), not a measurement"}

@@ -1,4 +1,4 @@
-"""A PyTorch stand-in for an artefact that cannot run on this host (CoreML off macOS).
+"""The PyTorch stand-in measured for a CoreML package on a host that cannot run it (off macOS).
 
 Conv weights are fused with BN and rounded to symmetric per-channel int8, exactly the weight
 quantization coremltools applies; activations stay float. The mAP it gives is labelled a proxy

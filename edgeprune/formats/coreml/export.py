@@ -17,9 +17,7 @@ from pathlib import Path
 
 import torch
 
-from edgeprune.errors import EdgepruneError
-from edgeprune.exporters.graph import deploy_graph
-from edgeprune.exporters.registry import Capabilities, register
+from edgeprune.formats.graph import deploy_graph
 from edgeprune.manifest import scratch_dir
 
 QUANTIZED_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
@@ -66,22 +64,12 @@ def inspect_spec(path: Path) -> dict:
             "metadata": dict(spec.description.metadata.userDefined)}
 
 
-@register
-class CoreMLExporter:
-    caps = Capabilities(name="coreml", suffix=".mlpackage", runtime="coreml", precisions=("int8", "fp16", "fp32"),
-                        requires=("coremltools",),
-                        description="iOS: ML Program .mlpackage, image input, INT8 weights / FP16 activations; "
-                                    "spec verified on Linux, prediction on macOS only")
-
-    def export(self, model, out: Path, imgsz: int, precision: str = "int8", calibration=None,
-               names: dict | None = None) -> Path:
-        if precision not in self.caps.precisions:
-            raise EdgepruneError(f"coreml export does not support precision {precision!r}", "use int8, fp16 or fp32")
-        mlmodel = convert(model, imgsz, precision, names or getattr(model, "names", None))
-        with scratch_dir("coreml", dir=out.parent) as tmp:
-            staged = Path(tmp) / out.name
-            mlmodel.save(str(staged))
-            inspect_spec(staged)  # refuse to publish a package that cannot be read back
-            shutil.rmtree(out, ignore_errors=True)
-            staged.rename(out)
-        return out
+def export(model, out: Path, imgsz: int, precision: str, names: dict | None = None) -> Path:
+    mlmodel = convert(model, imgsz, precision, names or getattr(model, "names", None))
+    with scratch_dir("coreml", dir=out.parent) as tmp:
+        staged = Path(tmp) / out.name
+        mlmodel.save(str(staged))
+        inspect_spec(staged)  # refuse to publish a package that cannot be read back
+        shutil.rmtree(out, ignore_errors=True)
+        staged.rename(out)
+    return out

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprune.exporters.graph import denormalize
+from edgeprune.formats.base import Runner
+from edgeprune.formats.graph import denormalize
 
 
 def load(path: Path, threads: int = 2, imgsz: int | None = None, boxes_normalized: bool = True):
     from edgeprune.device.edgeprune_detector import OnnxRuntimeBackend, is_end2end
-    from edgeprune.runtimes import Runner
 
     backend = OnnxRuntimeBackend(Path(path), threads=threads)
     inp, out = backend.session.get_inputs()[0], backend.session.get_outputs()[0]

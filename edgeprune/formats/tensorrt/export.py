@@ -13,10 +13,10 @@ import importlib.util
 from pathlib import Path
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.exporters.onnx import OnnxExporter, export_fp16
-from edgeprune.exporters.registry import Capabilities, ExportCache, register
+from edgeprune.formats.base import ExportCache
+from edgeprune.formats.onnx.export import export_fp16, export_int8
+from edgeprune.formats.onnx.qdq import qdq_checks
 from edgeprune.manifest import atomic_write_bytes, atomic_write_text
-from edgeprune.quantize.onnx_qdq import qdq_checks
 
 # ONNX operators the TensorRT 10 parser supports that YOLO graphs use (TensorRT docs, operators.md).
 TENSORRT_OPS = frozenset({
@@ -72,34 +72,28 @@ def build_engine(onnx_path: Path, engine_path: Path, precision: str) -> Path:
     return engine_path
 
 
-@register
-class TensorRTExporter:
-    caps = Capabilities(name="tensorrt", suffix=".onnx", runtime="onnxruntime", precisions=("int8", "fp16"),
-                        requires=("onnx", "onnxruntime"),
-                        description="Jetson: QDQ INT8 ONNX + FP16 ONNX + trtexec command; engine built where "
-                                    "TensorRT imports (host accuracy via ONNX Runtime)",
-                        guard_levels=("none", "head", "head/percentile"))
-
-    def export(self, model, out: Path, imgsz: int, precision: str = "int8", calibration=None,
-               float_scope: str = "none", float_units: tuple = (), cache: ExportCache | None = None) -> Path:
-        folder = out.parent
-        fp16 = folder / "model_fp16.onnx"
-        if cache is None:
-            export_fp16(model, imgsz, fp16)
-        else:  # the guard's candidates differ only in their INT8 file
-            shared = cache.get(f"fp16_{imgsz}.onnx", lambda path: export_fp16(model, imgsz, path))
-            atomic_write_bytes(fp16, shared.read_bytes())
-        if precision == "int8":
-            OnnxExporter().export(model, out, imgsz, "int8", calibration, float_scope, float_units, cache)
-            check_for_tensorrt(out)
-        elif precision == "fp16":
-            out.write_bytes(fp16.read_bytes())
-        else:
-            raise EdgepruneError(f"tensorrt export does not support precision {precision!r}", "use int8 or fp16")
-        atomic_write_text(folder / "build_engine.sh", "#!/bin/sh\n# Build the TensorRT engine on the Jetson "
-                          "(JetPack 6.x, TensorRT 10).\nset -e\ncd \"$(dirname \"$0\")\"\n"
-                          f"{trtexec_command(out.name, precision=precision)}\n")
-        (folder / "build_engine.sh").chmod(0o755)
-        if importlib.util.find_spec("tensorrt") is not None:
-            build_engine(out, folder / "model.engine", precision)
-        return out
+def export(model, out: Path, imgsz: int, precision: str, calibration, float_scope: str = "none",
+           float_units: tuple = (), cache: ExportCache | None = None) -> Path:
+    """The INT8 (or FP16) ONNX at `out`, the FP16 fallback and build_engine.sh beside it; the engine where
+    TensorRT imports."""
+    folder = out.parent
+    fp16 = folder / "model_fp16.onnx"
+    if cache is None:
+        export_fp16(model, imgsz, fp16)
+    else:  # the guard's candidates differ only in their INT8 file
+        shared = cache.get(f"fp16_{imgsz}.onnx", lambda path: export_fp16(model, imgsz, path))
+        atomic_write_bytes(fp16, shared.read_bytes())
+    if precision == "int8":
+        export_int8(model, imgsz, out, calibration, float_scope, float_units, cache)
+        check_for_tensorrt(out)
+    elif precision == "fp16":
+        atomic_write_bytes(out, fp16.read_bytes())
+    else:
+        raise EdgepruneError(f"tensorrt export does not support precision {precision!r}", "use int8 or fp16")
+    atomic_write_text(folder / "build_engine.sh", "#!/bin/sh\n# Build the TensorRT engine on the Jetson "
+                      "(JetPack 6.x, TensorRT 10).\nset -e\ncd \"$(dirname \"$0\")\"\n"
+                      f"{trtexec_command(out.name, precision=precision)}\n")
+    (folder / "build_engine.sh").chmod(0o755)
+    if importlib.util.find_spec("tensorrt") is not None:
+        build_engine(out, folder / "model.engine", precision)
+    return out

@@ -1,4 +1,4 @@
-"""TFLite (LiteRT) export without TensorFlow: litert-torch converts, ai-edge-quantizer calibrates INT8.
+"""TFLite conversion (litert-torch) and INT8 (ai-edge-quantizer), without TensorFlow.
 
 INT8 here is full integer inside the graph (int8 weights, int8 activations, int32 biases); the
 graph's input and output stay float32, quantized/dequantized by the first/last op, so a device
@@ -13,10 +13,9 @@ import numpy as np
 import torch
 
 from edgeprune.errors import EdgepruneError
-from edgeprune.exporters.graph import deploy_graph
-from edgeprune.exporters.registry import Capabilities, ExportCache, register
+from edgeprune.formats.base import ExportCache
+from edgeprune.formats.graph import deploy_graph
 from edgeprune.manifest import atomic_write_bytes, scratch_dir
-from edgeprune.quantize.sensitivity import tflite_pattern
 
 SIGNATURE = "serving_default"
 # ai-edge-quantizer matches op scopes (output tensor names + ";"); litert-torch names tensors by module path.
@@ -76,26 +75,16 @@ def _input_name(path: Path) -> str:
     return signatures[SIGNATURE]["inputs"][0]
 
 
-@register
-class TFLiteExporter:
-    caps = Capabilities(name="tflite", suffix=".tflite", runtime="litert", precisions=("int8", "fp32"),
-                        requires=("litert_torch", "ai_edge_quantizer", "ai_edge_litert"),
-                        description="LiteRT flatbuffer for Raspberry Pi / Android CPUs (XNNPACK); INT8 via ai-edge-quantizer",
-                        guard_levels=("none", "decode", "head"))
-
-    def export(self, model, out: Path, imgsz: int, precision: str, calibration=None, float_scope: str = "none",
-               float_units: tuple = (), cache: ExportCache | None = None) -> Path:
-        """`float_scope` keeps part of the graph in float32: "decode" (box/score decoding), "head" (+ final convs);
-        `float_units` (edgeprune.quantize.sensitivity) adds whole blocks. `cache` shares the FP32 conversion
-        and the calibration between the accuracy guard's candidates."""
-        if precision not in ("int8", "fp32"):
-            raise EdgepruneError(f"tflite export does not support precision {precision!r}", "use int8 or fp32")
-        with scratch_dir("tflite") as tmp:
-            cache = cache or ExportCache(Path(tmp))
-            final = fp32 = cache.get(f"fp32_{imgsz}.tflite", lambda path: convert_fp32(model, imgsz, path))
-            if precision == "int8":
-                ranges = cache.get("calibration", lambda _: calibrate(fp32, calibration))
-                float_ops = FLOAT_SCOPES[float_scope] + tuple(tflite_pattern(u) for u in float_units)
-                final = quantize_int8(fp32, calibration, Path(tmp) / "model_int8.tflite", float_ops, ranges)
-            atomic_write_bytes(out, final.read_bytes())
-        return out
+def export(model: torch.nn.Module, out: Path, imgsz: int, precision: str, calibration, float_scope: str = "none",
+           unit_patterns: tuple[str, ...] = (), cache: ExportCache | None = None) -> Path:
+    """FP32, or INT8 with FLOAT_SCOPES[float_scope] and `unit_patterns` kept in float; `cache` shares the FP32
+    conversion and the calibration between the accuracy guard's candidates."""
+    with scratch_dir("tflite") as tmp:
+        cache = cache or ExportCache(Path(tmp))
+        final = fp32 = cache.get(f"fp32_{imgsz}.tflite", lambda path: convert_fp32(model, imgsz, path))
+        if precision == "int8":
+            ranges = cache.get("calibration", lambda _: calibrate(fp32, calibration))
+            float_ops = FLOAT_SCOPES[float_scope] + tuple(unit_patterns)
+            final = quantize_int8(fp32, calibration, Path(tmp) / "model_int8.tflite", float_ops, ranges)
+        atomic_write_bytes(out, final.read_bytes())
+    return out

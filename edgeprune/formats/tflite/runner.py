@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeprune.exporters.graph import denormalize
+from edgeprune.formats.base import Runner
+from edgeprune.formats.graph import denormalize
 
 
 def load(path: Path, threads: int = 2, imgsz: int | None = None, boxes_normalized: bool = True):
     from edgeprune.device.edgeprune_detector import TFLiteBackend, is_end2end
-    from edgeprune.runtimes import Runner
 
     backend = TFLiteBackend(Path(path), threads=threads)
     size = (imgsz or int(backend.input_shape[2])) if boxes_normalized else 1
