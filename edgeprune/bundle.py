@@ -28,19 +28,19 @@ def metadata(target: Target, dataset: Dataset, model_file: str, end2end: bool) -
     nc = len(dataset.names)
     return {
         "format_version": 1,
-        "target": target.name, "runtime": target.runtime, "precision": target.precision,
-        "model": model_file, "names": dict(enumerate(dataset.names)), "imgsz": target.imgsz, "end2end": end2end,
+        "target": target.name, "runtime": target.device.runtime, "precision": target.recipe.precision,
+        "model": model_file, "names": dict(enumerate(dataset.names)), "imgsz": target.recipe.imgsz, "end2end": end2end,
         "boxes_normalized": True,
-        "input": {"name": "images", "shape": [target.batch, 3, target.imgsz, target.imgsz], "layout": "NCHW",
+        "input": {"name": "images", "shape": [target.budget.batch, 3, target.recipe.imgsz, target.recipe.imgsz], "layout": "NCHW",
                   "dtype": "float32", "color": "RGB", "scale": "pixel / 255 (0..1)",
                   "letterbox": {"pad_value": PAD_VALUE, "centered": True, "keep_aspect": True}},
-        "output": ({"shape": [target.batch, 300, 6], "layout": "x1 y1 x2 y2 score class; boxes / imgsz",
+        "output": ({"shape": [target.budget.batch, 300, 6], "layout": "x1 y1 x2 y2 score class; boxes / imgsz",
                     "nms": "none (end-to-end head)"} if end2end else
-                   {"shape": [target.batch, 4 + nc, "anchors"],
+                   {"shape": [target.budget.batch, 4 + nc, "anchors"],
                     "layout": "rows 0-3: box centre x, y, width, height divided by imgsz; rows 4..: class scores "
                               "(sigmoid applied)", "nms": {"iou": IOU_THRESHOLD, "conf": DEPLOY_CONF,
                                                            "class_aware": True, "max_det": 300}}),
-        "latency_budget": {"ms": target.latency_budget_ms, "percentile": target.latency_percentile},
+        "latency_budget": {"ms": target.budget.latency_ms, "percentile": target.budget.percentile},
     }
 
 
@@ -48,13 +48,13 @@ def _device_readme(target: Target, meta: dict, rows: list[dict]) -> str:
     art = rows[-1]
     return f"""# edgeprune bundle for `{target.name}`
 
-{target.description}. Model: `{meta['model']}` ({target.precision}, {target.runtime}).
+{target.description}. Model: `{meta['model']}` ({target.recipe.precision}, {target.device.runtime}).
 
 - Input: {meta['input']['shape']} float32 RGB in 0..1, letterboxed (grey {PAD_VALUE}, centred).
 - Output: see `metadata.json` → `output` for the layout and NMS settings.
 - Host-measured accuracy of this exact file: mAP50-95 {art['map50_95']:.3f}, mAP50 {art['map50']:.3f}
   on the validation split (see `report.md`, or `report.html` with the plots inline).
-- Latency budget: p{target.latency_percentile} ≤ {target.latency_budget_ms} ms on the device.
+- Latency budget: p{target.budget.percentile} ≤ {target.budget.latency_ms} ms on the device.
 - `metadata.json` lists the sha256 of every file; every `validate_*.py` (and the integrations) checks all of
   them before running anything and exits 3 if one is missing or changed.
 """
@@ -89,7 +89,7 @@ def write_bundle(target: Target, dataset: Dataset, files: list[Path], artefact: 
                  manifest: Manifest, export_metrics: dict, out: Path, end2end: bool,
                  comparison: list[dict] | None = None, widths: dict | None = None) -> Path:
     with staged_dir(out) as folder:
-        for path in files + device_scripts(target.runtime):
+        for path in files + device_scripts(target.device.runtime):
             if path.is_dir():
                 shutil.copytree(path, folder / path.name)
             else:
@@ -109,7 +109,7 @@ def write_bundle(target: Target, dataset: Dataset, files: list[Path], artefact: 
                     target_profile=asdict(target), device_results=[],
                     device_estimate=export_metrics.get("device_estimate"),
                     notes=[f"Evaluated on {dataset.yaml_path} val split with one protocol for every row (letterbox "
-                           f"{target.imgsz}, conf 0.001, IoU {IOU_THRESHOLD}, pycocotools COCOeval).",
+                           f"{target.recipe.imgsz}, conf 0.001, IoU {IOU_THRESHOLD}, pycocotools COCOeval).",
                            "Host latency: batch 1 on this machine's CPU; it compares stages, it is not the device "
                            "latency."] + guard_note)
         _render(folder, meta)

@@ -212,7 +212,7 @@ def emulate(bundle: Path, target: Target, images: list[Path], out_dir: Path, qem
     meta = json.loads(meta_path.read_text())
     emulation = target.emulation
     if not emulation.qemu_cpu:
-        raise EdgepruneError(f"target {target.name} has no emulated CPU ({target.hardware.cpu or 'not an ARM CPU'})",
+        raise EdgepruneError(f"target {target.name} has no emulated CPU ({target.device.hardware.cpu or 'not an ARM CPU'})",
                              "emulation covers the ARM targets: rpi, rpi4, jetson, jetson-agx-orin")
     runtime = meta.get("runtime", "")
     script = emulation_script(runtime)

@@ -58,7 +58,7 @@ class DeployResult:
 
             base, deployed = self.comparison
             ratio = speedup(self.comparison)
-            lines.append(f"in {deployed['runtime']} ({self.target.precision}, this host): unpruned baseline "
+            lines.append(f"in {deployed['runtime']} ({self.target.recipe.precision}, this host): unpruned baseline "
                          f"{base['latency_p50_ms']:.2f} ms / mAP50-95 {base['map50_95']:.3f} -> deployed "
                          f"{deployed['latency_p50_ms']:.2f} ms / {deployed['map50_95']:.3f}"
                          + (f" ({ratio:.2f}x as fast, timed side by side)" if ratio and base["side_by_side"] else ""))

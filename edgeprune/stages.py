@@ -59,7 +59,7 @@ class Run:
 
     @property
     def imgsz(self) -> int:
-        return self.target.imgsz
+        return self.target.recipe.imgsz
 
     @property
     def trust(self) -> bool:
@@ -71,7 +71,7 @@ class Run:
 
     @cached_property
     def exporter(self):
-        return formats.get(self.target.artefact)
+        return formats.get(self.target.device.format)
 
     def path(self, stage: str, name: str) -> Path:
         return self.run_dir / stage / name
@@ -91,11 +91,11 @@ class Run:
     @property
     def tuned_pt(self) -> Path:
         """The model the export starts from: the fine-tuned one, or the pruned one with no fine-tuning."""
-        return self.path("finetune", "model.pt") if self.target.finetune_epochs > 0 else self.pruned_pt
+        return self.path("finetune", "model.pt") if self.target.recipe.finetune.epochs > 0 else self.pruned_pt
 
     @property
     def artefact(self) -> Path:
-        return self.path(f"export-{self.target.name}", f"model_{self.target.precision}{self.exporter.caps.suffix}")
+        return self.path(f"export-{self.target.name}", f"model_{self.target.recipe.precision}{self.exporter.caps.suffix}")
 
     @property
     def reference_file(self) -> Path:
@@ -106,9 +106,9 @@ class Run:
 
     def calibration(self) -> np.ndarray | None:
         """One cached calibration set for every INT8 export of this run."""
-        if self.target.precision != "int8":
+        if self.target.recipe.precision != "int8":
             return None
-        return calibration_set(self.dataset, self.imgsz, self.target.calibration_images,
+        return calibration_set(self.dataset, self.imgsz, self.target.recipe.quantize.calibration_images,
                                cache=self.run_dir / "calibration" / f"calibration_{self.imgsz}.npy")
 
     def torch_metrics(self, model: torch.nn.Module, desc: str) -> dict:
@@ -162,22 +162,22 @@ def baseline_stage(run: Run) -> Stage:
 def prune_stage(run: Run) -> Stage:
     """Structured pruning to the target's FLOPs goal, in one cut or in steps with fine-tuning between."""
     target = run.target
-    cfg = PruneConfig(flops_reduction=target.flops_reduction, criterion=target.prune_criterion,
-                      round_to=target.round_to, imgsz=run.imgsz, global_ranking=target.prune_global_ranking)
+    cfg = PruneConfig(flops_reduction=target.recipe.prune.flops_reduction, criterion=target.recipe.prune.criterion,
+                      round_to=target.device.round_to, imgsz=run.imgsz, global_ranking=target.recipe.prune.global_ranking)
     scores_with_data = cfg.criterion in DATA_CRITERIA  # taylor: loss gradients on train images
-    epochs_between = max(1, target.finetune_epochs // target.prune_steps)  # iterative pruning only
+    epochs_between = max(1, target.recipe.finetune.epochs // target.recipe.prune.steps)  # iterative pruning only
     config = {**asdict(cfg), **({"loss_images": LOSS_IMAGES} if scores_with_data else {}),
-              **({"steps": target.prune_steps, "epochs_between": epochs_between} if target.prune_steps > 1 else {})}
+              **({"steps": target.recipe.prune.steps, "epochs_between": epochs_between} if target.recipe.prune.steps > 1 else {})}
     inputs = {"model": sha256_file(run.base_pt),
-              **({"data": run.data_sha} if scores_with_data or target.prune_steps > 1 else {})}
+              **({"data": run.data_sha} if scores_with_data or target.recipe.prune.steps > 1 else {})}
 
     def work() -> dict:
         batches = (lambda: loss_batches(run.dataset, run.imgsz, LOSS_IMAGES)) if scores_with_data else (lambda: None)
         steps_log = []
-        if target.prune_steps > 1:  # cut in steps with fine-tuning between; the finetune stage follows the last
+        if target.recipe.prune.steps > 1:  # cut in steps with fine-tuning between; the finetune stage follows the last
             between = finetune_recipe(epochs_between, run.imgsz, close_mosaic=1)
             pruned, result, steps_log = iterative_prune(
-                run.load(run.base_pt), cfg, target.prune_steps,
+                run.load(run.base_pt), cfg, target.recipe.prune.steps,
                 lambda model, step: train(model, run.dataset, between, run.run_dir / "prune" / f"step{step}",
                                           trust=run.trust), batches)
         else:
@@ -197,8 +197,8 @@ def prune_stage(run: Run) -> Stage:
 def finetune_stage(run: Run) -> Stage | None:
     """Fine-tuning that keeps the pruned architecture (optionally distilled from the baseline); None at 0 epochs."""
     target = run.target
-    cfg = finetune_recipe(target.finetune_epochs, run.imgsz, distill_weight=target.distill_weight,
-                          distill_temperature=target.distill_temperature)
+    cfg = finetune_recipe(target.recipe.finetune.epochs, run.imgsz, distill_weight=target.recipe.finetune.distill_weight,
+                          distill_temperature=target.recipe.finetune.distill_temperature)
     if cfg.epochs == 0:
         return None
     distilling = cfg.distill_weight > 0  # the unpruned baseline teaches the pruned student
@@ -217,9 +217,9 @@ def finetune_stage(run: Run) -> Stage | None:
 
 def export_config(run: Run) -> dict:
     target = run.target
-    return {"format": target.artefact, "precision": target.precision, "imgsz": run.imgsz,
-            "calibration_images": target.calibration_images, "max_map_drop": target.max_map_drop,
-            "guard_levels": list(run.exporter.caps.guard_levels), "guard_search_units": target.guard_search_units,
+    return {"format": target.device.format, "precision": target.recipe.precision, "imgsz": run.imgsz,
+            "calibration_images": target.recipe.quantize.calibration_images, "max_map_drop": target.recipe.quantize.max_map_drop,
+            "guard_levels": list(run.exporter.caps.guard_levels), "guard_search_units": target.recipe.quantize.guard_search_units,
             "code": source_hash("formats", "quantize")}  # changed export/quantization code re-runs the export
 
 
@@ -232,9 +232,9 @@ def export_stage(run: Run) -> Stage:
         tuned = run.load(run.tuned_pt)
         reference = run.metrics["finetune" if "finetune" in run.metrics else "prune"]["map50_95"]
         measure_file = lambda path: run.measure_file(path, tuned)  # noqa: E731
-        out = export_with_guard(run.exporter, tuned, artefact, run.imgsz, target.precision, calib, reference,
-                                target.max_map_drop, measure_file, target.guard_search_units)
-        if target.precision == "int8" and target.qat_epochs > 0 and not out["accuracy_guard"]["within_budget"]:
+        out = export_with_guard(run.exporter, tuned, artefact, run.imgsz, target.recipe.precision, calib, reference,
+                                target.recipe.quantize.max_map_drop, measure_file, target.recipe.quantize.guard_search_units)
+        if target.recipe.precision == "int8" and target.recipe.quantize.qat_epochs > 0 and not out["accuracy_guard"]["within_budget"]:
             out = quantization_aware_retry(run.exporter, tuned, artefact, run.imgsz, calib, reference, target,
                                            run.dataset, run.run_dir / f"qat-{target.name}", measure_file, out,
                                            run.trust)
@@ -255,7 +255,7 @@ def reference_stage(run: Run) -> Stage:
 
     def work() -> dict:
         base = run.load(run.base_pt)
-        export_same_recipe(run.exporter, base, reference, run.imgsz, run.target.precision, run.calibration(), guard)
+        export_same_recipe(run.exporter, base, reference, run.imgsz, run.target.recipe.precision, run.calibration(), guard)
         out = run.measure_file(reference, base)  # params / GFLOPs come from the baseline stage's row
         out.update(recipe=config["recipe"], device_estimate=run.device_estimate(base), side_by_side=side_by_side(
             {"baseline": reference, "compressed": run.artefact}, run.imgsz, run.request.threads))
@@ -273,14 +273,14 @@ def quantization_aware_retry(exporter, tuned, artefact: Path, imgsz: int, calib,
                              dataset: Dataset, work_dir: Path, measure_file, ptq: dict, trust: bool = False) -> dict:
     """PTQ missed the budget: fine-tune through fake INT8 (edgeprune.quantize.qat), export again with the guard,
     and keep whichever artefact is more accurate (the QAT one replaces the PTQ files only if it wins)."""
-    mode = "asymmetric" if target.runtime == "tflite" else "symmetric"
-    cfg = finetune_recipe(target.qat_epochs, imgsz, lr0=0.001, close_mosaic=target.qat_epochs, qat=mode)
+    mode = "asymmetric" if target.device.runtime == "tflite" else "symmetric"
+    cfg = finetune_recipe(target.recipe.quantize.qat_epochs, imgsz, lr0=0.001, close_mosaic=target.recipe.quantize.qat_epochs, qat=mode)
     print(f"  INT8 guard: PTQ missed the budget; quantization-aware fine-tuning for {cfg.epochs} epochs ({mode})")
     qat_model = train(copy.deepcopy(tuned), dataset, cfg, work_dir, trust=trust)  # updates its module in place
     with scratch_dir("qat", dir=artefact.parent) as tmp:
         candidate = Path(tmp) / artefact.name
-        out = export_with_guard(exporter, qat_model, candidate, imgsz, target.precision, calib, reference,
-                                target.max_map_drop, measure_file, target.guard_search_units)
+        out = export_with_guard(exporter, qat_model, candidate, imgsz, target.recipe.precision, calib, reference,
+                                target.recipe.quantize.max_map_drop, measure_file, target.recipe.quantize.guard_search_units)
         wins = out["map50_95"] > ptq["map50_95"]
         summary = {"epochs": cfg.epochs, "mode": mode, "ptq_map50_95": ptq["map50_95"],
                    "qat_map50_95": out["map50_95"], "kept": wins}

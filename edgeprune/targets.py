@@ -1,4 +1,10 @@
-"""Target profiles: targets/<name>.yaml loaded into strict dataclasses (unknown keys are errors)."""
+"""Target profiles: targets/<name>.yaml loaded into strict dataclasses (unknown keys are errors).
+
+A profile has layers that change for different reasons: `device` (what the hardware and its runtime
+are), `budget` (what the user asks of it), `validation` / `emulation` (how the bundle is checked), and
+`recipe` (how edgeprune compresses for it: input size and precision, prune, finetune, quantize).
+One parser (`target_from_dict`) reads every profile, from a yaml file or from a bundle's metadata.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from edgeprune.paths import PACKAGE
 from edgeprune.errors import EdgepruneError
+from edgeprune.paths import PACKAGE
 
 TARGETS_DIR = PACKAGE / "profiles"  # `targets/` in the checkout points here
 PRECISIONS = ("int8", "fp16", "fp32")
@@ -25,6 +31,23 @@ class Hardware:
     peak_int8_tops: float = 0.0
     peak_fp16_tflops: float = 0.0
     memory_bandwidth_gbs: float = 0.0
+
+
+@dataclass(frozen=True)
+class Device:
+    """What the device is: its runtime, the artefact format that runtime loads, its kernels' channel multiple."""
+    runtime: str
+    format: str  # a registered format (edgeprune export list) that deploys to `runtime`
+    round_to: int = 8  # pruned channel counts are multiples of this (SIMD/tensor-core width)
+    hardware: Hardware = field(default_factory=Hardware)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the user asks of the device."""
+    latency_ms: float
+    percentile: int = 90
+    batch: int = 1
 
 
 @dataclass(frozen=True)
@@ -44,84 +67,101 @@ class Emulation:
     qemu_cpu: str = ""  # qemu's CPU model; empty: the target cannot be emulated (x86 host, iOS)
     outputs: str = "bit-exact"  # bit-exact: all outputs equal the host's; pre-post: pre/post-processing only
 
-    def __post_init__(self):
-        if self.outputs not in EMULATION_POLICIES:
-            raise EdgepruneError(f"emulation outputs {self.outputs!r} is not one of {EMULATION_POLICIES}",
-                                 "edit the target profile's emulation section")
+
+@dataclass(frozen=True)
+class Prune:
+    flops_reduction: float = 0.5  # pruning goal: fraction of FLOPs removed
+    criterion: str = "l2"  # l1 | l2 | bn | taylor (detection-loss gradients on train images) | random
+    global_ranking: bool = False  # rank channels across layers instead of one ratio per layer
+    steps: int = 1  # > 1: reach the FLOPs goal in this many cuts, fine-tuning finetune.epochs // steps between
+
+
+@dataclass(frozen=True)
+class Finetune:
+    epochs: int = 12
+    distill_weight: float = 0.0  # > 0: fine-tuning distils from the unpruned baseline with this weight
+    distill_temperature: float = 2.0
+
+
+@dataclass(frozen=True)
+class Quantize:
+    calibration_images: int = 200
+    max_map_drop: float = 0.01  # allowed mAP50-95 loss of the INT8 artefact vs its FP32 model
+    guard_search_units: int = 6  # when every guard level misses: float at most this many blocks found by search
+    qat_epochs: int = 0  # > 0: when PTQ misses max_map_drop, fine-tune this many epochs through fake INT8 and retry
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How edgeprune compresses for the device."""
+    precision: str
+    imgsz: int
+    prune: Prune = field(default_factory=Prune)
+    finetune: Finetune = field(default_factory=Finetune)
+    quantize: Quantize = field(default_factory=Quantize)
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
     description: str
-    runtime: str
-    artefact: str  # exporter name, e.g. "tflite"
-    precision: str
-    imgsz: int
-    latency_budget_ms: float
-    latency_percentile: int = 90
-    batch: int = 1
-    flops_reduction: float = 0.5  # pruning goal: fraction of FLOPs removed
-    round_to: int = 8  # pruned channel counts are multiples of this (SIMD/tensor-core width)
-    prune_criterion: str = "l2"  # l1 | l2 | bn | taylor (detection-loss gradients on train images) | random
-    prune_global_ranking: bool = False  # rank channels across layers instead of one ratio per layer
-    prune_steps: int = 1  # > 1: reach the FLOPs goal in this many cuts, fine-tuning finetune_epochs // steps between
-    finetune_epochs: int = 12
-    distill_weight: float = 0.0  # > 0: fine-tuning distils from the unpruned baseline with this weight
-    distill_temperature: float = 2.0
-    qat_epochs: int = 0  # > 0: when PTQ misses max_map_drop, fine-tune this many epochs through fake INT8 and retry
-    calibration_images: int = 200
-    max_map_drop: float = 0.01  # allowed mAP50-95 loss of the INT8 artefact vs its FP32 model
-    guard_search_units: int = 6  # when every guard level misses: float at most this many blocks found by search
-    hardware: Hardware = field(default_factory=Hardware)
+    device: Device
+    budget: Budget
+    recipe: Recipe
     validation: Validation = field(default_factory=Validation)
     emulation: Emulation = field(default_factory=Emulation)
 
     def __post_init__(self):
-        problems = []
-        problems += _format_problems(self.artefact, self.runtime)
-        if self.precision not in PRECISIONS:
-            problems.append(f"precision {self.precision!r} is not one of {PRECISIONS}")
-        if self.imgsz < 32 or self.imgsz % 32:
-            problems.append(f"imgsz {self.imgsz} is not a positive multiple of 32 (the detector's largest stride)")
-        minimums = {"finetune_epochs": 0, "calibration_images": 1, "batch": 1, "round_to": 1, "max_map_drop": 0,
-                    "guard_search_units": 0}
-        problems += [f"{key} {getattr(self, key)} must be >= {low}" for key, low in minimums.items()
-                     if getattr(self, key) < low]
-        if not self.latency_budget_ms > 0 or not 0 < self.latency_percentile <= 100:
-            problems.append(f"latency_budget_ms {self.latency_budget_ms} must be > 0 and latency_percentile "
-                            f"{self.latency_percentile} in (0, 100]")
-        if self.validation.warmup < 0 or self.validation.runs < 1 or self.validation.threads < 1:
-            problems.append(f"validation needs warmup >= 0, runs >= 1, threads >= 1 (got {self.validation})")
-        if not 0 <= self.flops_reduction < 0.95:
-            problems.append(f"flops_reduction {self.flops_reduction} must be in [0, 0.95)")
-        from edgeprune.pruning.structured import CRITERIA  # here, so `import edgeprune.targets` stays light
-
-        if self.prune_criterion not in CRITERIA:
-            problems.append(f"prune_criterion {self.prune_criterion!r} is not one of {CRITERIA}")
-        if self.prune_steps < 1:
-            problems.append(f"prune_steps {self.prune_steps} must be >= 1 (1 is one-shot pruning)")
-        if self.qat_epochs < 0:
-            problems.append(f"qat_epochs {self.qat_epochs} must be >= 0 (0 turns quantization-aware fine-tuning off)")
-        if self.distill_weight < 0 or self.distill_temperature <= 0:
-            problems.append(f"distill_weight {self.distill_weight} must be >= 0 (0 turns distillation off) and "
-                            f"distill_temperature {self.distill_temperature} > 0")
+        problems = target_problems(self)
         if problems:
             raise EdgepruneError(f"target {self.name}: " + "; ".join(problems), f"edit targets/{self.name}.yaml")
 
 
-def _format_problems(artefact: str, runtime: str) -> list[str]:
-    """The artefact must be a registered format that deploys to the profile's runtime."""
+def target_problems(t: Target) -> list[str]:
+    from edgeprune.pruning.structured import CRITERIA  # here, so `import edgeprune.targets` stays light
+
+    recipe, prune, quantize = t.recipe, t.recipe.prune, t.recipe.quantize
+    problems = _format_problems(t.device.format, t.device.runtime)
+    if recipe.precision not in PRECISIONS:
+        problems.append(f"recipe.precision {recipe.precision!r} is not one of {PRECISIONS}")
+    if recipe.imgsz < 32 or recipe.imgsz % 32:
+        problems.append(f"recipe.imgsz {recipe.imgsz} is not a positive multiple of 32 (the detector's largest stride)")
+    minimums = {"recipe.finetune.epochs": (recipe.finetune.epochs, 0), "budget.batch": (t.budget.batch, 1),
+                "recipe.quantize.calibration_images": (quantize.calibration_images, 1),
+                "device.round_to": (t.device.round_to, 1), "recipe.quantize.max_map_drop": (quantize.max_map_drop, 0),
+                "recipe.quantize.guard_search_units": (quantize.guard_search_units, 0),
+                "recipe.quantize.qat_epochs (0 turns quantization-aware fine-tuning off)": (quantize.qat_epochs, 0),
+                "recipe.prune.steps (1 is one-shot pruning)": (prune.steps, 1)}
+    problems += [f"{key} {value} must be >= {low}" for key, (value, low) in minimums.items() if value < low]
+    if not t.budget.latency_ms > 0 or not 0 < t.budget.percentile <= 100:
+        problems.append(f"budget.latency_ms {t.budget.latency_ms} must be > 0 and budget.percentile "
+                        f"{t.budget.percentile} in (0, 100]")
+    if t.validation.warmup < 0 or t.validation.runs < 1 or t.validation.threads < 1:
+        problems.append(f"validation needs warmup >= 0, runs >= 1, threads >= 1 (got {t.validation})")
+    if t.emulation.outputs not in EMULATION_POLICIES:
+        problems.append(f"emulation.outputs {t.emulation.outputs!r} is not one of {EMULATION_POLICIES}")
+    if not 0 <= prune.flops_reduction < 0.95:
+        problems.append(f"recipe.prune.flops_reduction {prune.flops_reduction} must be in [0, 0.95)")
+    if prune.criterion not in CRITERIA:
+        problems.append(f"recipe.prune.criterion {prune.criterion!r} is not one of {CRITERIA}")
+    if recipe.finetune.distill_weight < 0 or recipe.finetune.distill_temperature <= 0:
+        problems.append(f"recipe.finetune.distill_weight {recipe.finetune.distill_weight} must be >= 0 (0 turns "
+                        f"distillation off) and distill_temperature {recipe.finetune.distill_temperature} > 0")
+    return problems
+
+
+def _format_problems(fmt_name: str, runtime: str) -> list[str]:
+    """The format must be registered and deploy to the profile's runtime."""
     from edgeprune import formats
 
     if runtime not in formats.runtimes():
-        return [f"runtime {runtime!r} is not one of {formats.runtimes()}"]
+        return [f"device.runtime {runtime!r} is not one of {formats.runtimes()}"]
     try:
-        fmt = formats.get(artefact, need_available=False)
+        fmt = formats.get(fmt_name, need_available=False)
     except EdgepruneError as error:
         return [error.problem]
     if fmt.caps.runtime != runtime:
-        return [f"artefact {artefact!r} deploys to runtime {fmt.caps.runtime!r}, not {runtime!r}"]
+        return [f"device.format {fmt_name!r} deploys to runtime {fmt.caps.runtime!r}, not {runtime!r}"]
     return []
 
 
@@ -130,10 +170,15 @@ def available_targets(folder: Path = TARGETS_DIR) -> list[str]:
 
 
 SCALAR_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+# Short names for the overrides the CLI and the API take (`--imgsz`, `finetune_epochs=`): one path each.
+OVERRIDES = {"imgsz": "recipe.imgsz", "precision": "recipe.precision", "flops_reduction": "recipe.prune.flops_reduction",
+             "finetune_epochs": "recipe.finetune.epochs", "calibration_images": "recipe.quantize.calibration_images",
+             "latency_budget_ms": "budget.latency_ms", "threads": "validation.threads"}
 
 
-def _strict(cls, values: dict, where: str):
-    """Reject unknown keys and scalars of the wrong type (a quoted number, a list for a size) in one line."""
+def _parse(cls, values, where: str):
+    """A dataclass from a mapping: unknown keys and scalars of the wrong type (a quoted number, a list for a size)
+    are refused in one line; nested dataclass fields are parsed the same way."""
     if not isinstance(values, dict):
         raise EdgepruneError(f"{where}: expected a mapping of keys, got {type(values).__name__}",
                              "see targets/rpi.yaml for the expected shape")
@@ -142,19 +187,74 @@ def _strict(cls, values: dict, where: str):
     if unknown:
         raise EdgepruneError(f"{where}: unknown key(s) {', '.join(unknown)}",
                              f"allowed keys are: {', '.join(sorted(fields))}")
+    parsed = {}
     for key, value in values.items():
-        allowed = SCALAR_TYPES.get(str(fields[key].type))
+        kind = fields[key].type
+        nested = SECTIONS.get(str(kind))
+        if nested is not None:
+            parsed[key] = _parse(nested, value or {}, f"{where} ({key})")
+            continue
+        allowed = SCALAR_TYPES.get(str(kind))
         if allowed and (not isinstance(value, allowed) or (bool not in allowed and isinstance(value, bool))):
-            raise EdgepruneError(f"{where}: {key} is {value!r}, expected {fields[key].type}",
-                                 f"write {key} as a plain {fields[key].type} value")
-    return values
+            raise EdgepruneError(f"{where}: {key} is {value!r}, expected {kind}", f"write {key} as a plain {kind} value")
+        parsed[key] = value
+    try:
+        return cls(**parsed)
+    except TypeError as error:
+        missing = str(error).split("argument")[-1].strip(": ")
+        raise EdgepruneError(f"{where}: missing key(s) {missing}", "add them (see targets/rpi.yaml)") from None
+
+
+# Where each key of a flat (pre-layering) profile lives now: named in the error an old profile gets.
+LAYERED = {"runtime": "device.runtime", "artefact": "device.format", "round_to": "device.round_to",
+           "hardware": "device.hardware", "latency_budget_ms": "budget.latency_ms",
+           "latency_percentile": "budget.percentile", "batch": "budget.batch", "precision": "recipe.precision",
+           "imgsz": "recipe.imgsz", "flops_reduction": "recipe.prune.flops_reduction",
+           "prune_criterion": "recipe.prune.criterion", "prune_global_ranking": "recipe.prune.global_ranking",
+           "prune_steps": "recipe.prune.steps", "finetune_epochs": "recipe.finetune.epochs",
+           "distill_weight": "recipe.finetune.distill_weight", "distill_temperature": "recipe.finetune.distill_temperature",
+           "calibration_images": "recipe.quantize.calibration_images", "max_map_drop": "recipe.quantize.max_map_drop",
+           "guard_search_units": "recipe.quantize.guard_search_units", "qat_epochs": "recipe.quantize.qat_epochs"}
+SECTIONS = {cls.__name__: cls for cls in (Hardware, Device, Budget, Validation, Emulation, Prune, Finetune,
+                                          Quantize, Recipe)}
+
+
+def _override(body: dict, overrides: dict) -> dict:
+    """Apply overrides (short names or dotted paths; None: keep) to a profile's nested mapping."""
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        path = OVERRIDES.get(key, key).split(".")
+        node = body
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise EdgepruneError(f"override {key}: {part} is not a section", "override a key inside a section")
+        node[path[-1]] = value
+    return body
+
+
+def target_from_dict(body: dict, where: str, **overrides) -> Target:
+    """The one parser of a profile, from a yaml file or from a bundle's metadata.json: strict keys and types,
+    sections into their dataclasses, overrides validated like the file."""
+    if not isinstance(body, dict):
+        raise EdgepruneError(f"{where}: expected a mapping of keys, got {type(body).__name__}",
+                             "see targets/rpi.yaml for the expected shape")
+    moved = {k: LAYERED[k] for k in body if k in LAYERED}
+    if moved:
+        raise EdgepruneError(f"{where}: flat key(s) {', '.join(moved)} from an older profile",
+                             "move them into their sections: " + ", ".join(f"{k} -> {v}" for k, v in moved.items()))
+    target = _parse(Target, body, where)  # the file itself is valid before any override replaces a value
+    if not any(v is not None for v in overrides.values()):
+        return target
+    return _parse(Target, _override(dataclasses.asdict(target), overrides), f"{where} with overrides")
 
 
 def load_target(name: "str | Target", folder: Path = TARGETS_DIR, **overrides) -> Target:
     """Resolve TARGET=<name> to targets/<name>.yaml (or a path to a yaml) and validate it; a Target object
     gets the overrides (validated the same way)."""
     if isinstance(name, Target):
-        return dataclasses.replace(name, **{k: v for k, v in overrides.items() if v is not None})
+        return target_from_dict(dataclasses.asdict(name), f"target {name.name}", **overrides)
     path = Path(name) if name.endswith(".yaml") else folder / f"{name}.yaml"
     if not path.exists():
         raise EdgepruneError(f"unknown target {name!r}",
@@ -167,19 +267,3 @@ def load_target(name: "str | Target", folder: Path = TARGETS_DIR, **overrides) -
         raise EdgepruneError(f"target profile {path}: expected a mapping of keys, got {type(body).__name__}",
                              "see targets/rpi.yaml for the expected shape")
     return target_from_dict({"name": path.stem, **body}, f"target profile {path}", **overrides)
-
-
-SECTIONS = {"hardware": Hardware, "validation": Validation, "emulation": Emulation}
-
-
-def target_from_dict(body: dict, where: str, **overrides) -> Target:
-    """The one parser of a profile, from a yaml file or from a bundle's metadata.json: strict keys and types,
-    sections into their dataclasses, overrides (None: keep) validated like the file."""
-    body = dict(_strict(Target, body, where))
-    for key, cls in SECTIONS.items():
-        body[key] = cls(**_strict(cls, body.get(key) or {}, f"{where} ({key})"))
-    body.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return Target(**body)
-    except TypeError as error:
-        raise EdgepruneError(f"{where}: {error}", "add the missing key (see targets/rpi.yaml)") from None

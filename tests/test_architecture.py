@@ -120,7 +120,7 @@ def test_a_profile_whose_artefact_and_runtime_disagree_is_refused(tmp_path):
     from edgeprune.errors import EdgepruneError
     from edgeprune.targets import load_target
 
-    body = (PACKAGE / "profiles" / "rpi.yaml").read_text().replace("artefact: tflite", "artefact: coreml")
+    body = (PACKAGE / "profiles" / "rpi.yaml").read_text().replace("format: tflite", "format: coreml")
     (tmp_path / "bad.yaml").write_text(body)
-    with pytest.raises(EdgepruneError, match="deploys to runtime 'coreml', not 'tflite'"):
+    with pytest.raises(EdgepruneError, match="format 'coreml' deploys to runtime 'coreml', not 'tflite'"):
         load_target(str(tmp_path / "bad.yaml"))

@@ -16,8 +16,8 @@ def test_registry_covers_every_target_profile():
     assert {"tflite", "onnx", "tensorrt", "coreml"} <= names
     for target in available_targets():
         profile = load_target(target)
-        assert profile.artefact in names, f"{target} needs exporter {profile.artefact}"
-        assert profile.precision in formats.get(profile.artefact).caps.precisions
+        assert profile.device.format in names, f"{target} needs exporter {profile.device.format}"
+        assert profile.recipe.precision in formats.get(profile.device.format).caps.precisions
 
 
 @pytest.fixture(scope="module")

@@ -31,9 +31,10 @@ def _deploy_until_export(target, tiny_data, tmp_path, monkeypatch):
 
 def test_taylor_global_distill_stages(tiny_data, tmp_path, monkeypatch):
     profile = (PROJECT_ROOT / "targets" / "rpi.yaml").read_text()
-    for key, value in (("prune_criterion", "taylor"), ("prune_global_ranking", "true"), ("distill_weight", "1.0")):
-        assert f"\n{key}:" in profile
-        profile = "\n".join(f"{key}: {value}" if line.startswith(f"{key}:") else line for line in profile.splitlines())
+    for key, value in (("criterion", "taylor"), ("global_ranking", "true"), ("distill_weight", "1.0")):
+        assert f"\n    {key}:" in profile
+        profile = "\n".join(f"    {key}: {value}" if line.startswith(f"    {key}:") else line
+                            for line in profile.splitlines())
     target = tmp_path / "rpi-options.yaml"
     target.write_text(profile)
 
@@ -52,9 +53,9 @@ def test_taylor_global_distill_stages(tiny_data, tmp_path, monkeypatch):
 
 def test_iterative_prune_stage_fine_tunes_between_cuts(tiny_data, tmp_path, monkeypatch):
     profile = (PROJECT_ROOT / "targets" / "rpi.yaml").read_text()
-    assert "\nprune_steps: 1" in profile
+    assert "\n    steps: 1" in profile
     target = tmp_path / "rpi-steps.yaml"
-    target.write_text(profile.replace("\nprune_steps: 1", "\nprune_steps: 2"))
+    target.write_text(profile.replace("\n    steps: 1", "\n    steps: 2"))
 
     run = _deploy_until_export(target, tiny_data, tmp_path, monkeypatch)
     stage = json.loads((run / "manifest.json").read_text())["stages"]["prune"]

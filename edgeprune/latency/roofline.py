@@ -36,10 +36,10 @@ def activation_elements(model: nn.Module, imgsz: int) -> int:
 
 
 def estimate_latency_ms(gflops: float, params: int, activations: int, target: Target) -> dict:
-    hw = target.hardware
-    width = BYTES[target.precision]
-    peak = (hw.peak_int8_tops * 1e12 if target.precision == "int8" else hw.peak_fp16_tflops * 1e12)
-    caps = formats.for_runtime(target.runtime).caps
+    hw = target.device.hardware
+    width = BYTES[target.recipe.precision]
+    peak = (hw.peak_int8_tops * 1e12 if target.recipe.precision == "int8" else hw.peak_fp16_tflops * 1e12)
+    caps = formats.for_runtime(target.device.runtime).caps
     utilisation = caps.roofline_utilisation
     compute_ms = gflops * 1e9 / (peak * utilisation) * 1e3 if peak else float("nan")
     traffic = params * width + 2 * activations * width

@@ -33,7 +33,7 @@ def _measured(device_results: list[dict]) -> list[dict]:
 def comparison_table(comparison: list[dict], target: Target, device_results: list[dict]) -> Table:
     ratio = speedup(comparison)
     measured = _measured(device_results)
-    pct = target.latency_percentile
+    pct = target.budget.percentile
     rows = []
     for row in comparison:
         estimate = (row.get("device_estimate") or {}).get("estimate_ms")
@@ -68,7 +68,7 @@ def stage_table(rows: list[dict]) -> Table:
 def device_lines(target: Target, estimate: dict | None, device_results: list[dict]) -> list[str]:
     lines = []
     if estimate:
-        verdict = "within" if estimate["estimate_ms"] <= target.latency_budget_ms else "over"
+        verdict = "within" if estimate["estimate_ms"] <= target.budget.latency_ms else "over"
         lines.append(f"**Estimate** ({estimate['label']}): {estimate['estimate_ms']:.2f} ms, {estimate['bound']}-bound "
                      f"(compute {estimate['compute_ms']:.2f} ms at {estimate['utilisation_assumed']:.0%} of peak, "
                      f"memory {estimate['memory_ms']:.2f} ms) — {verdict} budget.")
@@ -91,9 +91,9 @@ def blocks(meta: dict, target: Target) -> list:
         ratio = speedup(comparison)
         base, deployed = comparison
         runtime = deployed["runtime"]
-        out += [Heading(f"What compression bought on `{target.name}`: {target.precision.upper()} in {runtime}"),
+        out += [Heading(f"What compression bought on `{target.name}`: {target.recipe.precision.upper()} in {runtime}"),
                 comparison_table(comparison, target, device_results),
-                Paragraph(f"Both rows are `{target.precision}` artefacts exported with the same recipe (INT8 guard "
+                Paragraph(f"Both rows are `{target.recipe.precision}` artefacts exported with the same recipe (INT8 guard "
                           f"choice `{base['recipe']}`) and measured by running the file: {METRIC}. "
                           + (f"Host latencies were timed side by side in interleaved turns in one process: the "
                              f"deployed model is **{ratio:.2f}x** as fast as the unpruned baseline, at "
@@ -102,8 +102,8 @@ def blocks(meta: dict, target: Target) -> list:
                              "This host cannot run the format, so latency is the labelled proxy.")),
                 Image(FIGURES["accuracy_latency"], "accuracy vs latency, with the latency budget")]
     out += [Heading("Device latency"),
-            Paragraph(f"Budget on {target.hardware.device or target.name}: p{target.latency_percentile} ≤ "
-                      f"{target.latency_budget_ms} ms."),
+            Paragraph(f"Budget on {target.device.hardware.device or target.name}: p{target.budget.percentile} ≤ "
+                      f"{target.budget.latency_ms} ms."),
             Bullets(tuple(device_lines(target, meta.get("device_estimate"), device_results))),
             Heading("Stages (PyTorch FP32 on this host; secondary — compare rows above for the target)"),
             stage_table(rows)]
@@ -120,7 +120,7 @@ def write_report(folder: Path, meta: dict, target: Target) -> Path:
     """Draw the figures, then write report.md and report.html beside them."""
     if meta.get("comparison"):
         plots.accuracy_latency(meta["comparison"], _measured(meta.get("device_results", [])),
-                               target.latency_budget_ms, target.latency_percentile, target.name,
+                               target.budget.latency_ms, target.budget.percentile, target.name,
                                folder / FIGURES["accuracy_latency"])
     if meta.get("pruned_widths"):
         plots.layer_widths(meta["pruned_widths"], folder / FIGURES["widths"])

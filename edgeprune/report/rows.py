@@ -15,7 +15,7 @@ def report_rows(metrics: dict[str, dict], target: Target, artefact: Path) -> lis
     """One row per stage; the last is the exported artefact, measured by running it."""
     rows = []
     for stage, m in metrics.items():
-        label = STAGE_LABELS.get(stage, f"{target.precision.upper()} {artefact.name} ({m.get('runtime', '')})")
+        label = STAGE_LABELS.get(stage, f"{target.recipe.precision.upper()} {artefact.name} ({m.get('runtime', '')})")
         last_torch = [r for r in rows if "params" in r]
         rows.append({
             "stage": stage, "label": label, "map50_95": m["map50_95"], "map50": m["map50"],
@@ -41,7 +41,7 @@ def comparison_rows(reference: dict, compressed: dict, stage_rows: list[dict], t
                                                                          compressed)):
         latency = timed["latency"][key] if timed else m["latency"]
         rows.append({
-            "key": key, "label": label, "precision": target.precision, "map50_95": m["map50_95"], "map50": m["map50"],
+            "key": key, "label": label, "precision": target.recipe.precision, "map50_95": m["map50_95"], "map50": m["map50"],
             "params": torch_row[key]["params"], "gflops": torch_row[key]["gflops"], "size_bytes": m.get("size_bytes"),
             "latency_p50_ms": latency["p50_ms"], "latency_p90_ms": latency.get("p90_ms"),
             "runtime": timed["runtime"] if timed else m.get("runtime", ""), "side_by_side": bool(timed),
