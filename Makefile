@@ -15,14 +15,14 @@ PYTEST_ARGS ?=
 export OMP_NUM_THREADS ?= $(shell nproc)
 export YOLO_OFFLINE := 1
 
-.PHONY: setup deploy emulate emulate-tools test test-fast bench bench-guard bench-prune bench-stream bench-control baseline data clean help
+.PHONY: setup deploy emulate emulate-tools test test-fast bench bench-guard bench-latency bench-prune bench-stream bench-control baseline data clean help
 
 help:
 	@echo "make deploy TARGET=rpi [MODEL=yolo11n.pt] [DATA=datasets/x.yaml]   full pipeline -> dist/<target>/"
 	@echo "make emulate TARGET=rpi                                           bundle's script on qemu's ARM CPU, outputs vs host"
 	@echo "make test                                                         unit + end-to-end tests"
 	@echo "make baseline                                                     re-train baselines/yolo11n-synth.pt"
-	@echo "make bench / bench-prune / bench-stream / bench-guard              benchmarks -> bench/*.json, *.md"
+	@echo "make bench / bench-prune / bench-stream / bench-guard / bench-latency   benchmarks -> bench/*.json, *.md"
 
 setup: $(STAMP)
 
@@ -38,7 +38,8 @@ data: setup
 
 deploy: setup
 	$(BIN)/edgeprune deploy --target $(TARGET) --data $(DATA) --out $(OUT) \
-		$(if $(MODEL),--model $(MODEL)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(TRUST_CHECKPOINT),--trust-checkpoint)
+		$(if $(MODEL),--model $(MODEL)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(TRUST_CHECKPOINT),--trust-checkpoint) \
+		$(if $(LATENCY_TABLE),--latency-table $(LATENCY_TABLE))
 
 emulate: setup emulate-tools      # the bundle's own validation script on qemu's ARM CPU, checked against the host
 	@test -f $(OUT)/$(TARGET)/metadata.json || $(MAKE) deploy TARGET=$(TARGET)
@@ -78,6 +79,10 @@ bench-guard: setup                # the INT8 guard's levels + sensitivity search
 # params / GFLOPs / ONNX Runtime latency before vs after pruning at 30/50/70 %;
 # ACCURACY=baselines/yolo11n-synth.pt adds mAP50-95 after fine-tuning per goal vs the unpruned control (slow);
 # DISTILL=4 also fine-tunes each goal with distillation from that checkpoint, STEPS="1 2" compares schedules
+bench-latency: setup              # latency model vs measurement on held-out pruned variants (this host's runtimes)
+	$(BIN)/python -m benchmarks.latency --out bench $(if $(FAMILIES),--families $(FAMILIES)) \
+		$(if $(RUNTIMES),--runtimes $(RUNTIMES))
+
 bench-prune: setup
 	$(BIN)/python -m benchmarks.pruning --out bench $(if $(ACCURACY),--accuracy $(ACCURACY)) \
 		$(if $(DISTILL),--distill-weight $(DISTILL)) $(if $(STEPS),--steps $(STEPS))

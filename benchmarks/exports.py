@@ -21,7 +21,6 @@ from edgeprune.data.build import BUNDLED_YAML, ensure_dataset
 from edgeprune.paths import PROJECT_ROOT
 from edgeprune.evaluation.detection import evaluate, torch_runner
 from edgeprune.evaluation.latency import measure
-from edgeprune import formats
 from edgeprune.manifest import atomic_write_json, atomic_write_text, scratch_dir, tool_versions
 from edgeprune.models.checkpoint import load_model, save_model
 from edgeprune.preflight import DEFAULT_BASELINE

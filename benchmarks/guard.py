@@ -15,7 +15,6 @@ from pathlib import Path
 from edgeprune import formats
 from edgeprune.data.build import ensure_dataset
 from edgeprune.evaluation.detection import evaluate, torch_runner
-from edgeprune import formats
 from edgeprune.manifest import atomic_write_json
 from edgeprune.models.checkpoint import load_model
 from edgeprune.quantize.calibration import calibration_set

@@ -168,3 +168,38 @@ def deploy(target: str | Target, model: str | Path | torch.nn.Module | None = No
     with scratch_dir("input") as folder:  # outside the run folder: nothing is written there before the checks
         path = save_model(model, Path(folder) / "model.pt", meta={"source": "edgeprune.deploy(module)"})
         return run_deploy(dataclasses.replace(request, model=str(path)))
+
+
+def probe_latency(model: torch.nn.Module, target: Target | str, out: str | Path, sizes: tuple[int, ...] | None = None,
+                  variants: int = 12, data: Dataset | None = None, seed: int = 0, source: str = "") -> Path:
+    """A probe bundle for `target`: pruned variants of `model` at `sizes` (default: the recipe's imgsz) in the
+    target's format and precision, with probe_latency.py to time them on the device (INT8 calibrates on `data`)."""
+    from edgeprune.latency.probe import ProbePlan, build_probe
+
+    target = load_target(target) if not isinstance(target, Target) else target
+    plan = ProbePlan(tuple(sizes or (target.recipe.imgsz,)), variants=variants, seed=seed)
+    calibration = None
+    if target.recipe.precision == "int8":
+        if data is None:
+            raise EdgepruneError("an INT8 probe calibrates on images", "pass data=<Dataset> (or --data)")
+        calibration = {size: calibrate(data, size, images=16, seed=seed) for size in plan.sizes}
+    return build_probe(model, target, Path(out), plan, calibration, source)
+
+
+def fit_latency(table: str | Path, holdout: float = 0.25, seed: int = 0):
+    """A LatencyModel fitted on a probe table from probe_latency.py (its `heldout` says how far off it was on
+    variants it did not see)."""
+    from edgeprune.latency.model import fit, load_table
+
+    return fit(load_table(Path(table)), holdout=holdout, seed=seed)
+
+
+def predict_latency(model: torch.nn.Module, target: Target | str, imgsz: int | None = None, latency_model=None) -> dict:
+    """Predicted p50 / p<percentile> latency of `model` on the target, from a fitted LatencyModel (or a path to one),
+    else the roofline estimate, labelled."""
+    from edgeprune.latency.model import LatencyModel, load_model, predict
+
+    target = load_target(target) if not isinstance(target, Target) else target
+    if latency_model is not None and not isinstance(latency_model, LatencyModel):
+        latency_model = load_model(Path(latency_model))
+    return predict(model, imgsz or target.recipe.imgsz, target, latency_model)

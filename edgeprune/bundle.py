@@ -61,7 +61,7 @@ def _device_readme(target: Target, meta: dict, rows: list[dict]) -> str:
 
 
 DEVICE_DIR = Path(str(resources.files("edgeprune.device")))  # package data: works from a wheel install too
-SHARED_SCRIPTS = ("edgeprune_detector.py", "validation_common.py")
+SHARED_SCRIPTS = ("edgeprune_detector.py", "device_cli.py", "validation_common.py")
 
 
 def device_scripts(runtime: str) -> list[Path]:
@@ -108,6 +108,7 @@ def write_bundle(target: Target, dataset: Dataset, files: list[Path], artefact: 
         meta.update(report=rows, comparison=comparison or [], pruned_widths=widths or {},
                     target_profile=asdict(target), device_results=[],
                     device_estimate=export_metrics.get("device_estimate"),
+                    latency_prediction=export_metrics.get("latency_prediction"),
                     notes=[f"Evaluated on {dataset.yaml_path} val split with one protocol for every row (letterbox "
                            f"{target.recipe.imgsz}, conf 0.001, IoU {IOU_THRESHOLD}, pycocotools COCOeval).",
                            "Host latency: batch 1 on this machine's CPU; it compares stages, it is not the device "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -110,7 +111,8 @@ def _cmd_deploy(args) -> None:
     result = api.deploy(args.target, model=args.model, data=args.data, out=args.out, run_dir=args.run_dir,
                         epochs=args.epochs, imgsz=args.imgsz, flops_reduction=args.flops_reduction,
                         calibration_images=args.calibration_images, eval_limit=args.eval_limit,
-                        baseline_epochs=args.baseline_epochs, trust_checkpoint=args.trust_checkpoint)
+                        baseline_epochs=args.baseline_epochs, trust_checkpoint=args.trust_checkpoint,
+                        latency_table=args.latency_table)
     print(result.summary())
 
 
@@ -120,10 +122,14 @@ def _cmd_validate(args) -> None:
     bundle = Path(args.bundle)
     if not (bundle / "metadata.json").exists():
         raise EdgepruneError(f"{bundle} is not an edgeprune bundle (no metadata.json)", "pass dist/<target>")
+    from edgeprune.report import prediction_error
+
     results = add_device_results(bundle, Path(args.results))
     budget = results.get("budget", {})
+    prediction = json.loads((bundle / "metadata.json").read_text()).get("latency_prediction")
     print(f"{bundle}: device p{budget.get('percentile')} {budget.get('measured_ms')} ms vs budget {budget.get('ms')} ms "
-          f"-> {'PASS' if budget.get('pass') else 'FAIL'}; report updated")
+          f"-> {'PASS' if budget.get('pass') else 'FAIL'};{prediction_error(prediction, budget)} report updated"
+          + (f" (prediction: {prediction['source']})" if prediction else ""))
     if not budget.get("pass"):
         raise SystemExit(1)
 
@@ -214,6 +220,65 @@ def _cmd_sensitivity(args) -> None:
     print(f"sensitivity -> {out.with_suffix('.json')}, {out.with_suffix('.png')}")
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(_image_size(part) for part in text.split(","))
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f"{error} (in {text!r}; write e.g. 192,256,320)") from None
+
+
+def _cmd_latency_probe(args) -> None:
+    import subprocess
+
+    from edgeprune import api
+    from edgeprune.latency.probe import probe_size
+
+    target = api.load_target(args.target, threads=args.threads)
+    data = api.load_dataset(args.data) if target.recipe.precision == "int8" else None
+    spec = args.model or _default_model(args)
+    model = _input_model(spec, args, len(data.names) if data else None)
+    out = api.probe_latency(model, target, args.out, args.sizes, args.variants, data, args.seed, source=spec)
+    print(f"probe: {out} ({probe_size(out) / 1e6:.1f} MB); on the device: python3 probe_latency.py "
+          f"--threads {target.validation.threads} --out {target.name}-latency.json")
+    if args.run:
+        table = Path(args.out) / "host-latency.json"
+        subprocess.run([sys.executable, str(Path(out) / "probe_latency.py"), "--probe", str(out), "--out", str(table),
+                        "--threads", str(target.validation.threads)], check=True)
+
+
+def _default_model(args) -> str:
+    from edgeprune.preflight import resolve_model
+
+    return resolve_model(None, args.data)
+
+
+def _cmd_latency_fit(args) -> None:
+    from edgeprune import api
+
+    model = api.fit_latency(args.table, holdout=args.holdout, seed=args.seed)
+    out = Path(args.out or Path(args.table).with_name(Path(args.table).stem + "-model.json"))
+    model.save(out)
+    held = model.heldout
+    if held:
+        print(f"held-out ({held['count']} pruned variants the fit did not see): {held['within_10pct']:.0%} within "
+              f"±10 % of measured p50, median |error| {held['median_abs_error']:.1%}, worst {held['max_abs_error']:.1%}")
+    print(f"latency model ({model.source}) -> {out}")
+
+
+def _cmd_latency_predict(args) -> None:
+    from edgeprune import api
+
+    target = api.load_target(args.target, threads=args.threads)
+    latency_model = args.latency_model or (str(api.fit_latency(args.table).save(
+        Path(args.table).with_name(Path(args.table).stem + "-model.json"))) if args.table else None)
+    model = _input_model(args.model, args, None)
+    out = api.predict_latency(model, target, args.imgsz, latency_model)
+    pct = f"p{target.budget.percentile}_ms"
+    print(f"{target.name} at {out['imgsz']} px: p50 {out['p50_ms']} ms, {pct[:-3]} {out.get(pct, '?')} ms "
+          f"(budget {target.budget.latency_ms} ms) — {out['source']}"
+          f"{'; extrapolated beyond the probed sizes' if out['extrapolated'] else ''}")
+
+
 def _cmd_export_list(args) -> None:
     from edgeprune import formats
 
@@ -237,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-images", type=POSITIVE, default=None)
     p.add_argument("--eval-limit", type=POSITIVE, default=None, help="evaluate on the first N val images only")
     p.add_argument("--baseline-epochs", type=POSITIVE, default=60, help="epochs to train MODEL first when it is a yaml")
+    p.add_argument("--latency-table", default=None,
+                   help="the device's probe table (probe_latency.py): latency predictions from it, not the roofline")
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=_cmd_deploy)
 
@@ -339,6 +406,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qemu-cpu", help="override the profile's qemu CPU model (e.g. to see 'max' fail)")
     p.add_argument("--out", help="report folder (default runs/emulate/<target>)")
     p.set_defaults(func=_cmd_emulate)
+
+    latency = sub.add_parser("latency", help="measured latency model of a target runtime").add_subparsers(
+        dest="latency_command", required=True, parser_class=OneLineParser)
+    p = latency.add_parser("probe", help="a probe bundle of pruned variants to time on the device")
+    p.add_argument("--target", required=True)
+    p.add_argument("--model", help="checkpoint or model yaml (default: the shipped baseline)")
+    p.add_argument("--data", default=DEFAULT_DATA, help="calibration images for INT8 probes")
+    p.add_argument("--sizes", type=_sizes, help="candidate input sizes, e.g. 192,256,320 (default: the recipe's)")
+    p.add_argument("--variants", type=NON_NEGATIVE, default=12, help="pruned variants per size (default 12)")
+    p.add_argument("--threads", type=POSITIVE, help="threads the table is for (default: the profile's validation)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--run", action="store_true", help="also time it on this host (host-runnable runtimes)")
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    p.set_defaults(func=_cmd_latency_probe)
+    p = latency.add_parser("fit", help="fit a latency model on a probe table (prints its held-out error)")
+    p.add_argument("table", help="JSON written by probe_latency.py")
+    p.add_argument("--holdout", type=_fraction, default=0.25, help="fraction of pruned variants held out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="model JSON (default: <table>-model.json)")
+    p.set_defaults(func=_cmd_latency_fit)
+    p = latency.add_parser("predict", help="predicted latency of a model on a target")
+    p.add_argument("--model", required=True)
+    p.add_argument("--target", required=True)
+    p.add_argument("--imgsz", type=_image_size)
+    p.add_argument("--threads", type=POSITIVE)
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--table", help="a probe table (fitted on the fly)")
+    source.add_argument("--latency-model", help="a fitted latency model JSON")
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    p.set_defaults(func=_cmd_latency_predict)
 
     p = sub.add_parser("export", help="export formats").add_subparsers(
         dest="export_command", required=True, parser_class=OneLineParser)

@@ -38,6 +38,7 @@ class DeployRequest:
     baseline_epochs: int = 60  # when MODEL is a yaml: epochs to train it first
     threads: int = 2  # host latency threads
     trust_checkpoint: bool = False  # load MODEL (and the run's own checkpoints) as full pickles: runs their code
+    latency_table: str | None = None  # a probe table of the device (probe_latency.py): predictions are measured
 
 
 @dataclass

@@ -125,6 +125,22 @@ class Run:
         return artefact_metrics(path, self.dataset, self.imgsz, self.request.threads, self.request.eval_limit, model,
                                 self.exporter)
 
+    @cached_property
+    def latency_model(self):
+        """The device's measured latency model (fitted on --latency-table), or None: the roofline estimate."""
+        from edgeprune.latency.model import check_matches, fit, load_table
+
+        if not self.request.latency_table:
+            return None
+        model = fit(load_table(Path(self.request.latency_table)))
+        check_matches(model, self.target)
+        return model
+
+    def latency_prediction(self, model: torch.nn.Module) -> dict:
+        from edgeprune.latency.model import predict
+
+        return predict(model, self.imgsz, self.target, self.latency_model)
+
     def device_estimate(self, model: torch.nn.Module) -> dict:
         stats = model_stats(model, self.imgsz)
         return estimate_latency_ms(stats["gflops"], stats["params"], activation_elements(model, self.imgsz),
@@ -239,10 +255,13 @@ def export_stage(run: Run) -> Stage:
                                            run.dataset, run.run_dir / f"qat-{target.name}", measure_file, out,
                                            run.trust)
         out["device_estimate"] = run.device_estimate(tuned)
+        out["latency_prediction"] = run.latency_prediction(tuned)
         return out
 
+    table = run.request.latency_table
     return Stage(f"export-{target.name}", "export", export_config(run),
-                 {"model": sha256_file(run.tuned_pt), "data": run.data_sha},
+                 {"model": sha256_file(run.tuned_pt), "data": run.data_sha,
+                  **({"latency_table": sha256_file(Path(table))} if table else {})},
                  lambda: export_files(artefact.parent), work)
 
 

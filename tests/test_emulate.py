@@ -134,7 +134,7 @@ def test_jetson_cpu_side_under_qemu_matches_host(tmp_path, tiny_data):
     model = _informative(DetectionModel("yolo11n.yaml", nc=6, verbose=False))
     onnx = formats.get("onnx").export(model, tmp_path / "model_fp32.onnx", imgsz=64, precision="fp32")
     bundle = make_bundle(tmp_path / "jetson", onnx, runtime="tensorrt")
-    for script in ("validate_onnx.py", "validation_common.py", "edgeprune_detector.py"):
+    for script in ("validate_onnx.py", "validation_common.py", "device_cli.py", "edgeprune_detector.py"):
         shutil.copy(DEVICE / script, bundle / script)
     images = list(load_dataset(tiny_data).val_images[:3])
     report = emulate(bundle, load_target("jetson"), images, tmp_path / "emulate")

@@ -245,13 +245,13 @@ def main(argv=None) -> int:
     ros = open_ros(args.ros_topic)
     sinks = [sink for sink in (JsonlLog(args.log) if args.log else None, ros) if sink is not None]
     watchdog = Watchdog(len(detectors), args.max_skip, args.window, args.miss_ratio, args.recover_ratio)
-    stop = st.stop_on_signals()
-    capture = st.capture_from_args(args, realtime=True).start()
-    with st.closing(sinks):
+
+    def process(capture, stop) -> dict:
         summary = run(detectors, capture, sinks, rate=args.rate, deadline_ms=args.deadline_ms or 1000 / args.rate,
                       watchdog=watchdog, max_ticks=args.max_ticks, stop=stop)
-    summary["ros_topic"] = args.ros_topic if ros else None
-    return st.finish(args, summary, report(summary))
+        return {**summary, "ros_topic": args.ros_topic if ros else None}
+
+    return st.serve(args, sinks, process, report, realtime=True)
 
 
 if __name__ == "__main__":

@@ -133,13 +133,13 @@ def main(argv=None) -> int:
     detector = st.open_detectors(args.bundle, args.threads, args.conf)[0]
     udp = st.UdpPublisher(args.udp) if args.udp else None
     publishers = [p for p in (udp, open_mavlink(args.mavlink) if args.mavlink else None) if p is not None]
-    stop = st.stop_on_signals()
-    capture = st.capture_from_args(args, realtime=args.realtime, loop=args.loop).start()
-    with st.closing(publishers):
+
+    def process(capture, stop) -> dict:
         summary = run(detector, capture, publishers, max_frames=args.max_frames, duration=args.duration,
                       heartbeat=args.heartbeat, stop=stop)
-    summary["udp_send_errors"] = udp.errors if udp else 0
-    return st.finish(args, summary, report(summary))
+        return {**summary, "udp_send_errors": udp.errors if udp else 0}
+
+    return st.serve(args, publishers, process, report, realtime=args.realtime, loop=args.loop)
 
 
 if __name__ == "__main__":

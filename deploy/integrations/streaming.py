@@ -27,8 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-EXIT_OK, EXIT_SOURCE, EXIT_ERROR, EXIT_TAMPERED = 0, 1, 2, 3
 DEVICE_DIR = Path(__file__).resolve().parents[2] / "edgeprune" / "device"  # the source tree's device package
+# The device scripts' command-line skeleton (exit codes, checked numbers, one-line errors): from the source tree's
+# device package, or from beside this file when the integrations were copied into a bundle.
+sys.path.insert(0, str(DEVICE_DIR if (DEVICE_DIR / "device_cli.py").is_file() else Path(__file__).resolve().parent))
+from device_cli import (EXIT_ERROR, EXIT_OK, EXIT_TAMPERED, Exit, cli, non_negative_float,  # noqa: E402, F401
+                        non_negative_int, positive_float, positive_int, unit_float)
+
+EXIT_SOURCE = 1  # the source stayed unavailable after its reconnect attempts
 UDP_MAX_PAYLOAD = 65_000  # under the 65,507-byte limit of one UDP datagram
 MAX_FILE_READ_FAILURES = 10  # consecutive unreadable frames inside a video file before it counts as ended
 SUMMARY_WINDOW = 10_000  # latencies kept for the final percentiles, so memory stays bounded on long runs
@@ -36,28 +42,8 @@ DEFAULT_FILE_FPS = 30.0  # pacing for a file whose container declares no frame r
 URL_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
-class Exit(Exception):
-    """A condition the operator must fix: reported as one line on stderr, with this exit code."""
-
-    def __init__(self, message: str, code: int):
-        super().__init__(message)
-        self.code = code
-
-
 def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-def cli(main):
-    """Turn Exit into `error: ...` on stderr and its exit code, so a service manager sees why it stopped."""
-    @functools.wraps(main)
-    def wrapped(argv=None) -> int:
-        try:
-            return main(argv)
-        except Exit as exc:
-            print(f"error: {exc}", file=sys.stderr, flush=True)
-            return exc.code
-    return wrapped
 
 
 @functools.cache
@@ -72,22 +58,6 @@ def cv2_module():
 
 
 # --- command line ---------------------------------------------------------------------------
-
-def _number(kind, test, rule):
-    def parse(text: str):
-        value = kind(text)
-        if not test(value):
-            raise argparse.ArgumentTypeError(f"must be {rule}, got {value}")
-        return value
-    return parse
-
-
-positive_int = _number(int, lambda v: v >= 1, ">= 1")
-non_negative_int = _number(int, lambda v: v >= 0, ">= 0")
-positive_float = _number(float, lambda v: v > 0, "> 0")
-non_negative_float = _number(float, lambda v: v >= 0, ">= 0")
-unit_float = _number(float, lambda v: 0 <= v <= 1, "in [0, 1]")
-
 
 def parse_source(text: str) -> int | str:
     """A camera index ("0") or a path / URL / GStreamer pipeline."""
@@ -147,6 +117,16 @@ def closing(outputs: list):
     finally:
         for output in outputs:
             output.close()
+
+
+def serve(args, outputs: list, process, report, **capture_options) -> int:
+    """How every integration runs: stop on SIGINT/SIGTERM, start the newest-frame capture, `process(capture, stop)`
+    until it returns its summary, close every output, then finish with `report(summary)`."""
+    stop = stop_on_signals()
+    capture = capture_from_args(args, **capture_options).start()
+    with closing(outputs):
+        summary = process(capture, stop)
+    return finish(args, summary, report(summary))
 
 
 def finish(args, summary: dict, text: str) -> int:

@@ -7,53 +7,25 @@ Exit codes: 0 within budget (or a dry run), 1 over budget, 2 usage or environmen
 from __future__ import annotations
 
 import argparse
-import functools
 import io
 import json
 import os
 import platform
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+import device_cli
+from device_cli import EXIT_ERROR, EXIT_FAILED, EXIT_OK, EXIT_TAMPERED, fail  # noqa: F401  (the scripts' codes)
 from edgeprune_detector import (BundleError, Detector, IntegrityError, atomic_write, load_image, load_metadata,
                                 verify_model)
 
-EXIT_OK, EXIT_OVER_BUDGET, EXIT_ERROR, EXIT_TAMPERED = 0, 1, 2, 3
+EXIT_OVER_BUDGET = EXIT_FAILED
 DRY_RUN_RUNS, DRY_RUN_WARMUP = 5, 2  # enough to exercise every code path on a host, quickly
 FRAME_W, FRAME_H, FRAME_SEED = 640, 480, 0  # a camera-sized frame, so preprocessing costs what it will
 STAGES = ("preprocess", "infer", "postprocess", "end_to_end")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
-def _percentile(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 100:
-        raise argparse.ArgumentTypeError(f"must be in (0, 100], got {value}")
-    return value
 
 
 def parser(description: str, script: str) -> argparse.ArgumentParser:
@@ -61,13 +33,13 @@ def parser(description: str, script: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", type=Path, default=Path(script).resolve().parent,
                    help="bundle folder with metadata.json (default: this script's folder)")
-    p.add_argument("--warmup", type=_non_negative_int, default=20, help="untimed runs first (default 20)")
-    p.add_argument("--runs", type=_positive_int, default=200, help="timed runs (default 200)")
-    p.add_argument("--threads", type=_positive_int, default=os.cpu_count() or 1,
+    p.add_argument("--warmup", type=device_cli.non_negative_int, default=20, help="untimed runs first (default 20)")
+    p.add_argument("--runs", type=device_cli.positive_int, default=200, help="timed runs (default 200)")
+    p.add_argument("--threads", type=device_cli.positive_int, default=os.cpu_count() or 1,
                    help="CPU threads for the runtime (default: all cores)")
     p.add_argument("--out", type=Path, default=Path("results.json"), help="JSON report path (default results.json)")
-    p.add_argument("--budget-ms", type=_positive_float, help="latency budget (default: metadata latency_budget.ms)")
-    p.add_argument("--percentile", type=_percentile,
+    p.add_argument("--budget-ms", type=device_cli.positive_float, help="latency budget (default: metadata latency_budget.ms)")
+    p.add_argument("--percentile", type=device_cli.percentile,
                    help="percentile compared with the budget (default: metadata latency_budget.percentile)")
     p.add_argument("--budget-on", choices=("end_to_end", "infer"), default="end_to_end",
                    help="which latency the budget applies to (default end_to_end: what the application sees)")
@@ -84,22 +56,9 @@ def parser(description: str, script: str) -> argparse.ArgumentParser:
     return p
 
 
-def cli(main):
-    """Turn the errors a device operator can fix into one line on stderr and an exit code."""
-    @functools.wraps(main)
-    def wrapped(argv=None) -> int:
-        try:
-            return main(argv)
-        except IntegrityError as exc:
-            return fail(str(exc), EXIT_TAMPERED)
-        except (BundleError, ImportError, OSError, ValueError) as exc:
-            return fail(str(exc), EXIT_ERROR)
-    return wrapped
-
-
-def fail(message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return code
+# The device skeleton's one-line errors: a tampered model exits 3, what the operator can fix exits 2.
+cli = device_cli.cli_with(errors=((IntegrityError, EXIT_TAMPERED),
+                                  ((BundleError, ImportError, OSError, ValueError), EXIT_ERROR)))
 
 
 def verify(args) -> dict:

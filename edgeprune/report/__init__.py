@@ -65,18 +65,32 @@ def stage_table(rows: list[dict]) -> Table:
                         r["runtime"], _mb(r.get("size_bytes"))) for r in rows))
 
 
-def device_lines(target: Target, estimate: dict | None, device_results: list[dict]) -> list[str]:
+def prediction_error(prediction: dict | None, budget: dict) -> str:
+    """How far the deploy-time prediction was from this measurement, at the budget's percentile."""
+    predicted = (prediction or {}).get(f"p{budget.get('percentile')}_ms")
+    measured = budget.get("measured_ms")
+    if not predicted or not measured:
+        return ""
+    return f" Predicted {predicted} ms: {predicted / measured - 1:+.0%} off."
+
+
+def device_lines(target: Target, estimate: dict | None, device_results: list[dict],
+                 prediction: dict | None = None) -> list[str]:
     lines = []
     if estimate:
         verdict = "within" if estimate["estimate_ms"] <= target.budget.latency_ms else "over"
         lines.append(f"**Estimate** ({estimate['label']}): {estimate['estimate_ms']:.2f} ms, {estimate['bound']}-bound "
                      f"(compute {estimate['compute_ms']:.2f} ms at {estimate['utilisation_assumed']:.0%} of peak, "
                      f"memory {estimate['memory_ms']:.2f} ms) — {verdict} budget.")
+    if prediction:
+        lines.append(f"**Predicted** ({prediction['source']}): p50 {prediction['p50_ms']} ms, "
+                     f"p{target.budget.percentile} {prediction.get(f'p{target.budget.percentile}_ms', '?')} ms.")
     for m in device_results:
         b = m.get("budget", {})
         lines.append(f"**Measured** on {m.get('device', {}).get('machine', '?')} ({m.get('runtime')}, "
                      f"{m.get('timestamp', '')}): p{b.get('percentile')} {b.get('measured_ms')} ms — "
-                     f"{'PASS' if b.get('pass') else 'FAIL'}{' (dry run: timings not used)' if m.get('dry_run') else ''}.")
+                     f"{'PASS' if b.get('pass') else 'FAIL'}{' (dry run: timings not used)' if m.get('dry_run') else ''}."
+                     + prediction_error(prediction, b))
     if not device_results:
         lines.append("No device measurement yet: run the bundle's validate script on the device and feed the JSON "
                      "back with `edgeprune validate <bundle> --results <file>`.")
@@ -104,7 +118,7 @@ def blocks(meta: dict, target: Target) -> list:
     out += [Heading("Device latency"),
             Paragraph(f"Budget on {target.device.hardware.device or target.name}: p{target.budget.percentile} ≤ "
                       f"{target.budget.latency_ms} ms."),
-            Bullets(tuple(device_lines(target, meta.get("device_estimate"), device_results))),
+            Bullets(tuple(device_lines(target, meta.get("device_estimate"), device_results, meta.get("latency_prediction")))),
             Heading("Stages (PyTorch FP32 on this host; secondary — compare rows above for the target)"),
             stage_table(rows)]
     if meta.get("pruned_widths"):

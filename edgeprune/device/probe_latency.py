@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""Time every model of an edgeprune latency probe on this device and write the latency table.
+
+    python3 probe_latency.py --threads 4 --out rpi-latency.json
+
+Needs only numpy and the device's runtime (the same backends as the bundles' validate scripts).
+Every probe model's sha256 is checked before anything runs. The models are timed in interleaved
+rounds (each round runs every model), so slow drift of clocks or temperature spreads over all of
+them instead of biasing the last ones. On a Jetson with trtexec on PATH, TensorRT engines are
+built and timed by trtexec (--exportTimes), else ONNX Runtime runs the QDQ files (labelled).
+Exit codes: 0 written, 2 usage or environment error, 3 a probe model failed its sha256 check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import device_cli  # noqa: E402
+from edgeprune_detector import (BundleError, IntegrityError, OnnxRuntimeBackend, TFLiteBackend,  # noqa: E402
+                                atomic_write, package_version, sha256_path)
+
+PROBE_FILE = "probe.json"
+TABLE_VERSION = 1
+DRY_RUN_WARMUP, DRY_RUN_RUNS, DRY_RUN_ROUNDS = 1, 2, 1
+
+
+def canonical_sha256(data: dict) -> str:
+    """sha256 of a JSON document independent of its formatting: what the table records of its probe."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--probe", type=Path, default=Path(__file__).resolve().parent,
+                   help="probe folder with probe.json (default: this script's folder)")
+    p.add_argument("--threads", type=device_cli.positive_int, help="CPU threads (default: the probe's target)")
+    p.add_argument("--warmup", type=device_cli.non_negative_int, default=5, help="untimed runs per model first")
+    p.add_argument("--runs", type=device_cli.positive_int, default=10, help="timed runs per model per round")
+    p.add_argument("--rounds", type=device_cli.positive_int, default=4, help="interleaved rounds over all models")
+    p.add_argument("--out", type=Path, default=Path("latency.json"), help="table path (default latency.json)")
+    p.add_argument("--dry-run", action="store_true", help="a couple of runs per model: checks the probe on a host")
+    return p.parse_args(argv)
+
+
+def verified_probe(folder: Path) -> dict:
+    path = folder / PROBE_FILE
+    if not path.is_file():
+        raise BundleError(f"no {PROBE_FILE} in {folder}; pass --probe <folder> (the copied probe bundle)")
+    probe = json.loads(path.read_text())
+    for model in probe["models"]:
+        file = folder / model["file"]
+        if not file.exists():
+            raise IntegrityError(f"probe model {model['file']} is missing: copy the whole probe folder")
+        if sha256_path(file) != model["sha256"]:
+            raise IntegrityError(f"probe model {model['file']} does not match its sha256 in {PROBE_FILE} "
+                                 "(truncated or changed): copy the probe again")
+    return probe
+
+
+def open_runner(runtime: str, path: Path, threads: int):
+    """(run(x), runtime label, runtime package) for one probe model."""
+    if runtime == "tflite":
+        backend = TFLiteBackend(path, threads)
+        return backend.run, backend.name, backend.package
+    if runtime in ("onnxruntime", "tensorrt"):
+        backend = OnnxRuntimeBackend(path, threads)
+        label = "onnxruntime" if runtime == "onnxruntime" else "onnxruntime (tensorrt unavailable)"
+        return backend.run, label, backend.package
+    raise BundleError(f"probe runtime {runtime!r} cannot be timed by this script (coreml: use Xcode's performance "
+                      "report on a Mac)")
+
+
+def summarize(times_ms: list[float]) -> dict:
+    t = np.asarray(times_ms, dtype=np.float64)
+    p50, p90, p99 = np.percentile(t, [50, 90, 99])
+    return {"p50": round(float(p50), 4), "p90": round(float(p90), 4), "p99": round(float(p99), 4),
+            "mean": round(float(t.mean()), 4), "runs": int(t.size)}
+
+
+def time_interleaved(runners: dict, shapes: dict, warmup: int, runs: int, rounds: int) -> dict[str, list[float]]:
+    rng = np.random.default_rng(0)
+    inputs = {name: rng.random(shape, dtype=np.float32) for name, shape in shapes.items()}
+    for name, run in runners.items():
+        for _ in range(warmup):
+            run(inputs[name])
+    times = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                run(inputs[name])
+                times[name].append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def trtexec_times(path: Path, precision: str, runs: int) -> list[float]:
+    """Build an engine and time it with trtexec; per-inference latencies from its --exportTimes JSON."""
+    flags = ["--int8", "--fp16"] if precision == "int8" else ["--fp16"]
+    with tempfile.TemporaryDirectory() as tmp:
+        times = Path(tmp) / "times.json"
+        subprocess.run(["trtexec", f"--onnx={path}", *flags, f"--iterations={runs}", "--warmUp=200",
+                        f"--exportTimes={times}", f"--exportProfile={Path(tmp) / 'profile.json'}",
+                        "--dumpProfile", "--separateProfileRun"], check=True, capture_output=True)
+        return trtexec_latencies(json.loads(times.read_text()))
+
+
+def trtexec_latencies(records: list) -> list[float]:
+    """trtexec --exportTimes writes one object per inference with latencyMs (enqueue to output ready)."""
+    return [float(r["latencyMs"]) for r in records if isinstance(r, dict) and "latencyMs" in r]
+
+
+def device_info() -> dict:
+    board = Path("/proc/device-tree/model")
+    return {"platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor(),
+            "system": platform.system(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            "board": board.read_bytes().rstrip(b"\0").decode(errors="replace") if board.exists() else None}
+
+
+@device_cli.cli_with(errors=((IntegrityError, device_cli.EXIT_TAMPERED),
+                             ((BundleError, ImportError, OSError, ValueError, KeyError), device_cli.EXIT_ERROR)))
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    probe = verified_probe(args.probe)
+    threads = args.threads or int(probe["threads"])
+    warmup, runs, rounds = ((min(args.warmup, DRY_RUN_WARMUP), min(args.runs, DRY_RUN_RUNS), DRY_RUN_ROUNDS)
+                            if args.dry_run else (args.warmup, args.runs, args.rounds))
+    models = {m["name"]: m for m in probe["models"]}
+    runtime = probe["runtime"]
+    if runtime == "tensorrt" and shutil.which("trtexec"):
+        times = {name: trtexec_times(args.probe / m["file"], probe["precision"], runs * rounds)
+                 for name, m in models.items()}
+        label, package = "tensorrt (trtexec)", "tensorrt"
+    else:
+        opened = {name: open_runner(runtime, args.probe / m["file"], threads) for name, m in models.items()}
+        label, package = next(iter(opened.values()))[1:]
+        shapes = {name: (1, 3, m["imgsz"], m["imgsz"]) for name, m in models.items()}
+        times = time_interleaved({n: o[0] for n, o in opened.items()}, shapes, warmup, runs, rounds)
+    table = {"format_version": TABLE_VERSION, "kind": "edgeprune-latency-table", "probe": probe,
+             "probe_sha256": canonical_sha256(probe), "device": device_info(), "runtime": runtime,
+             "runtime_label": label, "runtime_package": package, "runtime_version": package_version(package),
+             "threads": threads, "precision": probe["precision"], "dry_run": args.dry_run,
+             "timing": {"warmup": warmup, "runs_per_round": runs, "rounds": rounds, "order": "interleaved"},
+             "results": [{"name": name, "sha256": models[name]["sha256"], **summarize(t)} for name, t in times.items()]}
+    atomic_write(args.out, (json.dumps(table, indent=2) + "\n").encode())
+    print(f"latency table: {len(table['results'])} models, {label} {table['runtime_version']}, {threads} threads"
+          f"{' (dry run)' if args.dry_run else ''} -> {args.out}")
+    return device_cli.EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""What a latency model reads from a network: compute and memory traffic per feature-map resolution.
+
+Pruning changes channel counts, the input size changes every map's area; both move these numbers, and
+the fixed costs that do not shrink with pruning (the head's decoding, per-op dispatch) appear as the
+anchor count and the constant. Counted with forward hooks on the real module, so any Ultralytics
+family (and any pruned variant of it) is described the same way.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+STRIDES = (2, 4, 8, 16, 32)
+HEAD_STRIDES = (8, 16, 32)
+
+
+def feature_names() -> list[str]:
+    return (["const"] + [f"gmacs_s{s}" for s in STRIDES] + [f"mact_s{s}" for s in STRIDES]
+            + ["head_outputs_m"])
+
+
+def latency_features(model: nn.Module, imgsz: int) -> dict[str, float]:
+    """Per stride: GMACs of every convolution and millions of elements it writes; the head's output size."""
+    macs = {s: 0.0 for s in STRIDES}
+    acts = {s: 0.0 for s in STRIDES}
+
+    def nearest(stride: float) -> int:
+        return min(STRIDES, key=lambda s: abs(s - stride))
+
+    def hook(conv: nn.Conv2d, _inputs, output):
+        _, cout, h, w = output.shape
+        kh, kw = conv.kernel_size
+        stride = nearest(imgsz / h)
+        macs[stride] += h * w * cout * kh * kw * conv.in_channels / conv.groups / 1e9
+        acts[stride] += output.numel() / 1e6
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.inference_mode():
+            model.eval()(torch.zeros(1, 3, imgsz, imgsz))
+    finally:
+        for handle in handles:
+            handle.remove()
+    head = model.model[-1]
+    nc = int(getattr(head, "nc", 80))
+    anchors = sum((imgsz // s) ** 2 for s in HEAD_STRIDES)
+    return {"const": 1.0, **{f"gmacs_s{s}": round(macs[s], 6) for s in STRIDES},
+            **{f"mact_s{s}": round(acts[s], 6) for s in STRIDES},
+            "head_outputs_m": round(anchors * (4 + nc) / 1e6, 6)}
