@@ -1,8 +1,8 @@
 """How well the measured latency model predicts pruned variants it never saw, on this machine's runtimes.
 
-For each (model family, runtime) one probe is built with two sets of random pruned variants at several
-input sizes: the fit set and a held-out set from another seed. probe_latency.py times every file in
-one run (interleaved rounds), the model is fitted on the fit set only, and each held-out variant's
+For each (model family, runtime) one probe is built with random pruned variants at several input
+sizes; probe_latency.py times every file in one run (interleaved rounds), the model is fitted on the
+first variants of each size (and the unpruned model) only, and each remaining, held-out variant's
 prediction is set beside its measured p50. Weights do not change latency, so families without a
 shipped checkpoint are built from their Ultralytics yaml.
 
@@ -51,27 +51,26 @@ def run_one(family: str, runtime: str, sizes: tuple[int, ...], fit_per_size: int
                    else None)
     start = time.time()
     folder = out / f"latency-probe-{family}-{runtime}"
-    fit_probe = build_probe(model, target, folder / "fit", ProbePlan(sizes, fit_per_size, seed=0), calibration)
-    held_probe = build_probe(model, target, folder / "held", ProbePlan(sizes, held_per_size, seed=1), calibration)
+    probe = build_probe(model, target, folder, ProbePlan(sizes, fit_per_size + held_per_size, seed=0), calibration)
     build_s = time.time() - start
-    tables = {}
-    for name, probe in (("fit", fit_probe), ("held", held_probe)):
-        table = folder / f"{name}-latency.json"
-        subprocess.run([sys.executable, str(probe / "probe_latency.py"), "--probe", str(probe), "--out", str(table),
-                        "--threads", str(threads)], check=True)
-        tables[name] = latency.load_table(table)
+    table_path = folder.with_name(folder.name + "-latency.json")
+    subprocess.run([sys.executable, str(probe / "probe_latency.py"), "--probe", str(probe), "--out", str(table_path),
+                    "--threads", str(threads), "--runs", "10", "--rounds", "6"], check=True)
     time_s = time.time() - start - build_s
-    fitted = latency.fit(tables["fit"], holdout=0)
-    held = tables["held"]
-    timings = {r["name"]: r for r in held["results"]}
-    rows = [m for m in held["probe"]["models"] if m["pruned"]]
+    table = latency.load_table(table_path)
+    models = table["probe"]["models"]  # per size: the unpruned model, then the pruned variants in build order
+    per_size = fit_per_size + held_per_size + 1
+    fit_names = {m["name"] for i, m in enumerate(models) if i % per_size <= fit_per_size}
+    fitted = latency.fit(_subtable(table, fit_names), holdout=0)
+    timings = {r["name"]: r for r in table["results"]}
+    rows = [m for m in models if m["name"] not in fit_names]
     predicted = np.array([fitted.predict_features({**m["features"], "imgsz": m["imgsz"]})["p50_ms"] for m in rows])
     measured = np.array([timings[m["name"]]["p50"] for m in rows])
     report = latency.heldout_report(predicted, measured, [f"{m['name']} ({m['imgsz']} px)" for m in rows])
     return {"family": family, "runtime": runtime, "target": target.name, "precision": target.recipe.precision,
-            "threads": threads, "sizes": list(sizes), "fit_models": len(tables["fit"]["results"]),
+            "threads": threads, "sizes": list(sizes), "fit_models": len(fit_names),
             "heldout": report, "probe_build_s": round(build_s, 1), "probe_time_s": round(time_s, 1),
-            "probe_mb": round(probe_size(fit_probe) / 1e6, 1), "runtime_version": fitted.key["runtime_version"],
+            "probe_mb": round(probe_size(probe) / 1e6, 1), "runtime_version": fitted.key["runtime_version"],
             "rows": [{"name": m["name"], "imgsz": m["imgsz"], "measured_ms": round(float(b), 3),
                       "predicted_ms": round(float(a), 3)} for m, a, b in zip(rows, predicted, measured)]}
 

@@ -232,10 +232,8 @@ def summarize(counts: Counter, latency: st.LatencyStats, changes: list, elapsed:
 
 
 def report(summary: dict) -> str:
-    p = summary["latency_ms"]
-    return (f"done: {summary['ticks']} ticks, {summary['processed']} processed, {summary['skipped']} skipped, "
-            f"{summary['deadline_misses']} deadline misses, final mode {summary['mode']}, {summary['fps']} fps, "
-            f"latency ms p50={p['p50']} p90={p['p90']} p99={p['p99']}")
+    return st.done_line(summary, f"{summary['ticks']} ticks, {summary['processed']} processed, {summary['skipped']} "
+                                 f"skipped, {summary['deadline_misses']} deadline misses, final mode {summary['mode']}")
 
 
 @st.cli

@@ -121,10 +121,8 @@ def run(detector, capture: st.LatestFrameCapture, publishers: list, *, max_frame
 
 
 def report(summary: dict) -> str:
-    p = summary["latency_ms"]
-    return (f"done: {summary['frames_processed']} frames processed, {summary['frames_dropped']} dropped, "
-            f"{summary['corrupt_frames']} corrupt, {summary['reconnects']} reconnects, {summary['fps']} fps, "
-            f"latency ms p50={p['p50']} p90={p['p90']} p99={p['p99']}")
+    return st.done_line(summary, f"{summary['frames_processed']} frames processed, {summary['frames_dropped']} "
+                                 f"dropped, {summary['corrupt_frames']} corrupt, {summary['reconnects']} reconnects")
 
 
 @st.cli

@@ -129,6 +129,12 @@ def serve(args, outputs: list, process, report, **capture_options) -> int:
     return finish(args, summary, report(summary))
 
 
+def done_line(summary: dict, counts: str) -> str:
+    """The one line an integration prints when it stops: its own counts, then fps and latency percentiles."""
+    p = summary["latency_ms"]
+    return f"done: {counts}, {summary['fps']} fps, latency ms p50={p['p50']} p90={p['p90']} p99={p['p99']}"
+
+
 def finish(args, summary: dict, text: str) -> int:
     """How every integration ends: the stats file, one summary line, and the exit code."""
     if args.stats_out:

@@ -8,7 +8,6 @@ detectors reach a small fraction of peak: each format declares its utilisation a
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from edgeprune import formats
@@ -19,20 +18,10 @@ BYTES = {"int8": 1, "fp16": 2, "fp32": 4}
 
 def activation_elements(model: nn.Module, imgsz: int) -> int:
     """Elements written by every convolution for one image (the dominant activation traffic)."""
-    total = 0
+    from edgeprune.latency.features import STRIDES, latency_features
 
-    def hook(_module, _inputs, output):
-        nonlocal total
-        total += output.numel()
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    try:
-        with torch.inference_mode():
-            model.eval()(torch.zeros(1, 3, imgsz, imgsz))
-    finally:
-        for h in handles:
-            h.remove()
-    return total
+    features = latency_features(model, imgsz)
+    return int(round(sum(features[f"mact_s{s}"] for s in STRIDES) * 1e6))
 
 
 def estimate_latency_ms(gflops: float, params: int, activations: int, target: Target) -> dict:
