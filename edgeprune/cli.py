@@ -269,8 +269,7 @@ def _cmd_latency_predict(args) -> None:
     from edgeprune import api
 
     target = api.load_target(args.target, threads=args.threads)
-    latency_model = args.latency_model or (str(api.fit_latency(args.table).save(
-        Path(args.table).with_name(Path(args.table).stem + "-model.json"))) if args.table else None)
+    latency_model = args.latency_model or (api.fit_latency(args.table) if args.table else None)
     model = _input_model(args.model, args, None)
     out = api.predict_latency(model, target, args.imgsz, latency_model)
     pct = f"p{target.budget.percentile}_ms"

@@ -90,7 +90,7 @@ def check_deploy(request) -> CheckedInputs:
     model_spec = resolve_model(request.model, request.data)
     check_model(model_spec, dataset, request.data, trust=request.trust_checkpoint)
     if request.latency_table:  # a table for another runtime, precision or thread count stops here, not after training
-        from edgeprune.latency.model import check_matches, fit, load_table
+        from edgeprune.latency.model import model_for
 
-        check_matches(fit(load_table(Path(request.latency_table))), target)
+        model_for(Path(request.latency_table), target)
     return CheckedInputs(target, dataset, model_spec)

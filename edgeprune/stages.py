@@ -128,13 +128,9 @@ class Run:
     @cached_property
     def latency_model(self):
         """The device's measured latency model (fitted on --latency-table), or None: the roofline estimate."""
-        from edgeprune.latency.model import check_matches, fit, load_table
+        from edgeprune.latency.model import model_for
 
-        if not self.request.latency_table:
-            return None
-        model = fit(load_table(Path(self.request.latency_table)))
-        check_matches(model, self.target)
-        return model
+        return model_for(Path(self.request.latency_table), self.target) if self.request.latency_table else None
 
     def latency_prediction(self, model: torch.nn.Module) -> dict:
         from edgeprune.latency.model import predict

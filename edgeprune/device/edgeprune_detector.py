@@ -82,6 +82,11 @@ def sha256_path(path: Path) -> str:
     return digest.hexdigest()
 
 
+def canonical_sha256(data: dict) -> str:
+    """sha256 of a JSON document independent of its formatting (a latency table records its probe's)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def load_metadata(bundle: Path) -> dict:
     path = Path(bundle) / METADATA
     try:

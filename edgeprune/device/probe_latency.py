@@ -14,10 +14,7 @@ Exit codes: 0 written, 2 usage or environment error, 3 a probe model failed its 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -30,16 +27,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import device_cli  # noqa: E402
 from edgeprune_detector import (BundleError, IntegrityError, OnnxRuntimeBackend, TFLiteBackend,  # noqa: E402
-                                atomic_write, package_version, sha256_path)
+                                atomic_write, canonical_sha256, package_version, sha256_path)
+from validation_common import device_info, summarize  # noqa: E402  (what the validate scripts report)
 
 PROBE_FILE = "probe.json"
 TABLE_VERSION = 1
 DRY_RUN_WARMUP, DRY_RUN_RUNS, DRY_RUN_ROUNDS = 1, 2, 1
-
-
-def canonical_sha256(data: dict) -> str:
-    """sha256 of a JSON document independent of its formatting: what the table records of its probe."""
-    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -83,13 +76,6 @@ def open_runner(runtime: str, path: Path, threads: int):
                       "report on a Mac)")
 
 
-def summarize(times_ms: list[float]) -> dict:
-    t = np.asarray(times_ms, dtype=np.float64)
-    p50, p90, p99 = np.percentile(t, [50, 90, 99])
-    return {"p50": round(float(p50), 4), "p90": round(float(p90), 4), "p99": round(float(p99), 4),
-            "mean": round(float(t.mean()), 4), "runs": int(t.size)}
-
-
 def time_interleaved(runners: dict, shapes: dict, warmup: int, runs: int, rounds: int) -> dict[str, list[float]]:
     rng = np.random.default_rng(0)
     inputs = {name: rng.random(shape, dtype=np.float32) for name, shape in shapes.items()}
@@ -120,13 +106,6 @@ def trtexec_times(path: Path, precision: str, runs: int) -> list[float]:
 def trtexec_latencies(records: list) -> list[float]:
     """trtexec --exportTimes writes one object per inference with latencyMs (enqueue to output ready)."""
     return [float(r["latencyMs"]) for r in records if isinstance(r, dict) and "latencyMs" in r]
-
-
-def device_info() -> dict:
-    board = Path("/proc/device-tree/model")
-    return {"platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor(),
-            "system": platform.system(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "board": board.read_bytes().rstrip(b"\0").decode(errors="replace") if board.exists() else None}
 
 
 @device_cli.cli_with(errors=((IntegrityError, device_cli.EXIT_TAMPERED),

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeprune.device.edgeprune_detector import canonical_sha256
 from edgeprune.errors import EdgepruneError
 from edgeprune.manifest import atomic_write_json
 
@@ -26,12 +27,6 @@ MODEL_VERSION = 1
 TABLE_KIND, MODEL_KIND = "edgeprune-latency-table", "edgeprune-latency-model"
 PERCENTILES = ("p50", "p90", "p99")
 WITHIN = 0.10  # the held-out goal: prediction within ±10 % of the measured p50
-
-
-def _canonical_sha256(data: dict) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def load_table(path: Path) -> dict:
@@ -49,7 +44,7 @@ def load_table(path: Path) -> dict:
     for key in ("probe", "probe_sha256", "runtime", "runtime_version", "threads", "precision", "results"):
         if key not in table:
             raise EdgepruneError(f"latency table {path} lacks {key!r}", fix)
-    if _canonical_sha256(table["probe"]) != table["probe_sha256"]:
+    if canonical_sha256(table["probe"]) != table["probe_sha256"]:
         raise EdgepruneError(f"latency table {path}: its probe section does not match its recorded sha256 "
                              "(edited by hand?)", fix)
     models = {m["name"]: m for m in table["probe"]["models"]}
@@ -179,6 +174,13 @@ def check_matches(model: LatencyModel, target, runtime_version: str | None = Non
                              + ", ".join(wrong),
                              "time a probe built for this target with its thread count (edgeprune latency probe "
                              f"--target {target.name}), or pass --threads to match")
+
+
+def model_for(table: Path, target) -> LatencyModel:
+    """The latency model of a device table, refused unless it was measured for this target's key."""
+    model = fit(load_table(Path(table)))
+    check_matches(model, target)
+    return model
 
 
 def predict(module, imgsz: int, target, model: LatencyModel | None = None) -> dict:

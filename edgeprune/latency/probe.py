@@ -26,7 +26,7 @@ from edgeprune.targets import Target
 
 PROBE_FILE = "probe.json"
 FORMAT_VERSION = 1
-DEVICE_FILES = ("edgeprune_detector.py", "device_cli.py", "probe_latency.py")
+DEVICE_FILES = ("edgeprune_detector.py", "device_cli.py", "validation_common.py", "probe_latency.py")
 
 
 @dataclass(frozen=True)

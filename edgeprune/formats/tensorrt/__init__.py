@@ -41,4 +41,5 @@ class TensorRTFormat(Format):
         from edgeprune.formats.onnx.qdq import qdq_checks
         from edgeprune.formats.tensorrt.export import check_for_tensorrt
 
-        return {"tensorrt_checks": check_for_tensorrt(path)} if qdq_checks(path)["qdq_pairs"] else {}
+        checks = qdq_checks(path)
+        return {"tensorrt_checks": check_for_tensorrt(path, checks)} if checks["qdq_pairs"] else {}

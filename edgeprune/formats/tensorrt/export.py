@@ -34,8 +34,9 @@ def trtexec_command(onnx_name: str, engine_name: str = "model.engine", precision
             f"--builderOptimizationLevel=4 --memPoolSize=workspace:1024MiB")
 
 
-def check_for_tensorrt(path: Path) -> dict:
-    checks = qdq_checks(path)
+def check_for_tensorrt(path: Path, checks: dict | None = None) -> dict:
+    """`checks`: qdq_checks(path) when the caller already has them."""
+    checks = dict(checks or qdq_checks(path))
     unsupported = sorted(set(checks["ops"]) - TENSORRT_OPS)
     checks["unsupported_ops"] = unsupported
     problems = []
