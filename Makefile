@@ -15,14 +15,14 @@ PYTEST_ARGS ?=
 export OMP_NUM_THREADS ?= $(shell nproc)
 export YOLO_OFFLINE := 1
 
-.PHONY: setup deploy emulate emulate-tools test test-fast bench bench-guard bench-latency bench-prune bench-stream bench-control baseline data clean help
+.PHONY: setup deploy emulate emulate-tools test test-fast bench bench-guard bench-latency bench-budget bench-prune bench-stream bench-control baseline data clean help
 
 help:
 	@echo "make deploy TARGET=rpi [MODEL=yolo11n.pt] [DATA=datasets/x.yaml]   full pipeline -> dist/<target>/"
 	@echo "make emulate TARGET=rpi                                           bundle's script on qemu's ARM CPU, outputs vs host"
 	@echo "make test                                                         unit + end-to-end tests"
 	@echo "make baseline                                                     re-train baselines/yolo11n-synth.pt"
-	@echo "make bench / bench-prune / bench-stream / bench-guard / bench-latency   benchmarks -> bench/*.json, *.md"
+	@echo "make bench / bench-prune / bench-stream / bench-guard / bench-latency / bench-budget   benchmarks -> bench/*.json, *.md"
 
 setup: $(STAMP)
 
@@ -39,7 +39,8 @@ data: setup
 deploy: setup
 	$(BIN)/edgeprune deploy --target $(TARGET) --data $(DATA) --out $(OUT) \
 		$(if $(MODEL),--model $(MODEL)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(TRUST_CHECKPOINT),--trust-checkpoint) \
-		$(if $(LATENCY_TABLE),--latency-table $(LATENCY_TABLE))
+		$(if $(LATENCY_TABLE),--latency-table $(LATENCY_TABLE)) $(if $(BUDGET),--budget $(BUDGET)) \
+		$(if $(FLOPS),--flops $(FLOPS)) $(if $(IMGSZ),--imgsz $(IMGSZ))
 
 emulate: setup emulate-tools      # the bundle's own validation script on qemu's ARM CPU, checked against the host
 	@test -f $(OUT)/$(TARGET)/metadata.json || $(MAKE) deploy TARGET=$(TARGET)
@@ -82,6 +83,10 @@ bench-guard: setup                # the INT8 guard's levels + sensitivity search
 bench-latency: setup              # latency model vs measurement on held-out pruned variants (this host's runtimes)
 	$(BIN)/python -m benchmarks.latency --out bench $(if $(FAMILIES),--families $(FAMILIES)) \
 		$(if $(RUNTIMES),--runtimes $(RUNTIMES))
+
+bench-budget: setup               # budget search vs uniform FLOPs pruning vs a smaller input, same epochs, artefacts run
+	$(BIN)/python -m benchmarks.budget --out bench/budget $(if $(MODELS),--models $(MODELS)) \
+		$(if $(FRACTIONS),--budget-fractions $(FRACTIONS)) $(if $(EPOCHS),--epochs $(EPOCHS))
 
 bench-prune: setup
 	$(BIN)/python -m benchmarks.pruning --out bench $(if $(ACCURACY),--accuracy $(ACCURACY)) \

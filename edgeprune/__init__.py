@@ -15,7 +15,7 @@ _EXPORTS = {
     "load": "edgeprune.api", "load_dataset": "edgeprune.api", "load_target": "edgeprune.api",
     "prune": "edgeprune.api", "finetune": "edgeprune.api", "calibrate": "edgeprune.api", "export": "edgeprune.api",
     "evaluate": "edgeprune.api", "deploy": "edgeprune.api", "probe_latency": "edgeprune.api",
-    "fit_latency": "edgeprune.api", "predict_latency": "edgeprune.api", "LatencyModel": "edgeprune.latency.model", "Guard": "edgeprune.api", "Exported": "edgeprune.api",
+    "fit_latency": "edgeprune.api", "predict_latency": "edgeprune.api", "plan_budget": "edgeprune.api", "LatencyModel": "edgeprune.latency.model", "Guard": "edgeprune.api", "Exported": "edgeprune.api",
     "PruneConfig": "edgeprune.pruning.structured", "PruneResult": "edgeprune.pruning.structured",
     "TrainConfig": "edgeprune.training.trainer", "finetune_recipe": "edgeprune.training.trainer",
     "Target": "edgeprune.targets", "Dataset": "edgeprune.data.dataset", "DeployRequest": "edgeprune.pipeline",

@@ -177,7 +177,7 @@ def probe_latency(model: torch.nn.Module, target: Target | str, out: str | Path,
     from edgeprune.latency.probe import ProbePlan, build_probe
 
     target = load_target(target) if not isinstance(target, Target) else target
-    plan = ProbePlan(tuple(sizes or (target.recipe.imgsz,)), variants=variants, seed=seed)
+    plan = ProbePlan(tuple(sizes or (default_size(model, target),)), variants=variants, seed=seed)
     calibration = None
     if target.recipe.precision == "int8":
         if data is None:
@@ -202,4 +202,33 @@ def predict_latency(model: torch.nn.Module, target: Target | str, imgsz: int | N
     target = load_target(target) if not isinstance(target, Target) else target
     if latency_model is not None and not isinstance(latency_model, LatencyModel):
         latency_model = load_model(Path(latency_model))
-    return predict(model, imgsz or target.recipe.imgsz, target, latency_model)
+    return predict(model, imgsz or default_size(model, target), target, latency_model)
+
+
+def default_size(model: torch.nn.Module, target: Target) -> int:
+    """The profile's fixed size, else the model's training size, else the profile's largest candidate."""
+    from edgeprune.budget.sizes import trained_size
+
+    return target.recipe.imgsz or trained_size(model) or max(target.recipe.imgsz_candidates)
+
+
+def plan_budget(model: torch.nn.Module, target: Target | str, data: Dataset, budget_ms: float | None = None,
+                latency_model=None, sizes: tuple[int, ...] | None = None):
+    """The budget search alone: candidates per input size (knapsack widths predicted to fit `budget_ms`, default
+    the profile's), ranked by the adaptive-BN proxy on `data`; returns a BudgetPlan (`.chosen`, `.reason()`)."""
+    from edgeprune.budget.plan import plan_budget as plan
+    from edgeprune.budget.proxy import proxy_map
+    from edgeprune.budget.sizes import Sizes, candidate_sizes
+    from edgeprune.latency.model import LatencyModel, load_model
+    from edgeprune.pruning.structured import PruneConfig
+    from edgeprune.quantize.calibration import calibration_set
+
+    from edgeprune.targets import load_target as resolve
+
+    target = resolve(target if isinstance(target, Target) else str(target), latency_budget_ms=budget_ms)
+    if latency_model is not None and not isinstance(latency_model, LatencyModel):
+        latency_model = load_model(Path(latency_model))
+    found = Sizes(tuple(sorted(sizes, reverse=True)), "given") if sizes else candidate_sizes(target, data, model)
+    cfg = PruneConfig(criterion=target.recipe.prune.criterion, round_to=target.device.round_to, imgsz=found.largest)
+    return plan(model, target, found, latency_model, cfg,
+                lambda m, s: proxy_map(m, data, s, calibration_set(data, s, 128), 64))

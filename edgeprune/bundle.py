@@ -87,7 +87,8 @@ def _render(folder: Path, meta: dict) -> None:
 
 def write_bundle(target: Target, dataset: Dataset, files: list[Path], artefact: Path, rows: list[dict],
                  manifest: Manifest, export_metrics: dict, out: Path, end2end: bool,
-                 comparison: list[dict] | None = None, widths: dict | None = None) -> Path:
+                 comparison: list[dict] | None = None, widths: dict | None = None,
+                 budget_plan: dict | None = None) -> Path:
     with staged_dir(out) as folder:
         for path in files + device_scripts(target.device.runtime):
             if path.is_dir():
@@ -105,7 +106,7 @@ def write_bundle(target: Target, dataset: Dataset, files: list[Path], artefact: 
                         for t in guard["tried"]) + "."]
         meta["quantization"] = {"accuracy_guard": guard, "tensor_dtypes": export_metrics.get("tensor_dtypes"),
                                 "io_dtypes": export_metrics.get("io_dtypes")}
-        meta.update(report=rows, comparison=comparison or [], pruned_widths=widths or {},
+        meta.update(report=rows, comparison=comparison or [], pruned_widths=widths or {}, budget_plan=budget_plan,
                     target_profile=asdict(target), device_results=[],
                     device_estimate=export_metrics.get("device_estimate"),
                     latency_prediction=export_metrics.get("latency_prediction"),

@@ -112,7 +112,7 @@ def _cmd_deploy(args) -> None:
                         epochs=args.epochs, imgsz=args.imgsz, flops_reduction=args.flops_reduction,
                         calibration_images=args.calibration_images, eval_limit=args.eval_limit,
                         baseline_epochs=args.baseline_epochs, trust_checkpoint=args.trust_checkpoint,
-                        latency_table=args.latency_table)
+                        latency_table=args.latency_table, latency_budget_ms=args.latency_budget_ms)
     print(result.summary())
 
 
@@ -278,6 +278,19 @@ def _cmd_latency_predict(args) -> None:
           f"{'; extrapolated beyond the probed sizes' if out['extrapolated'] else ''}")
 
 
+def _cmd_budget(args) -> None:
+    from edgeprune import api
+
+    data = api.load_dataset(args.data)
+    model = _input_model(args.model, args, data.nc)
+    table = api.fit_latency(args.latency_table) if args.latency_table else None
+    plan = api.plan_budget(model, args.target, data, args.budget, table, args.sizes)
+    for c in plan.candidates:
+        print(f"  {c.imgsz} px {'pruned' if c.pruned else 'unpruned'}: -{c.flops_reduction:.0%} FLOPs, predicted "
+              f"{c.predicted_ms:.2f} ms, proxy mAP50-95 {c.proxy_map:.3f}")
+    print(f"chosen: {plan.reason()}")
+
+
 def _cmd_export_list(args) -> None:
     from edgeprune import formats
 
@@ -296,8 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="dist", help="bundles go to OUT/<target>/")
     p.add_argument("--run-dir", default=None, help="working folder (default runs/<target>)")
     p.add_argument("--epochs", type=NON_NEGATIVE, default=None, help="fine-tuning epochs (default: the profile's)")
-    p.add_argument("--imgsz", type=_image_size, default=None, help="input size (default: the profile's)")
-    p.add_argument("--flops-reduction", type=_fraction, default=None, help="fraction of FLOPs to remove")
+    p.add_argument("--imgsz", type=_image_size, default=None,
+                   help="fix the input size (default: chosen by the budget among the profile's candidates, at most "
+                        "the model's training size)")
+    p.add_argument("--budget", type=POSITIVE_FLOAT, default=None, dest="latency_budget_ms",
+                   help="latency budget in ms at the profile's percentile (default: the profile's budget.latency_ms)")
+    p.add_argument("--flops", "--flops-reduction", type=_fraction, default=None, dest="flops_reduction",
+                   help="prune to this fraction of FLOPs removed instead of to the latency budget")
     p.add_argument("--calibration-images", type=POSITIVE, default=None)
     p.add_argument("--eval-limit", type=POSITIVE, default=None, help="evaluate on the first N val images only")
     p.add_argument("--baseline-epochs", type=POSITIVE, default=60, help="epochs to train MODEL first when it is a yaml")
@@ -436,6 +454,16 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--latency-model", help="a fitted latency model JSON")
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=_cmd_latency_predict)
+
+    p = sub.add_parser("budget", help="the budget search alone: input size and widths that fit a latency budget")
+    p.add_argument("--model", required=True)
+    p.add_argument("--target", required=True)
+    p.add_argument("--data", default=DEFAULT_DATA, help="dataset yaml (the accuracy proxy's images)")
+    p.add_argument("--budget", type=POSITIVE_FLOAT, default=None, help="ms at the profile's percentile")
+    p.add_argument("--latency-table", default=None, help="a device's probe table (else the roofline estimate)")
+    p.add_argument("--sizes", type=_sizes, default=None, help="candidate input sizes, e.g. 640,416,320")
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    p.set_defaults(func=_cmd_budget)
 
     p = sub.add_parser("export", help="export formats").add_subparsers(
         dest="export_command", required=True, parser_class=OneLineParser)

@@ -39,6 +39,7 @@ class DeployRequest:
     threads: int = 2  # host latency threads
     trust_checkpoint: bool = False  # load MODEL (and the run's own checkpoints) as full pickles: runs their code
     latency_table: str | None = None  # a probe table of the device (probe_latency.py): predictions are measured
+    latency_budget_ms: float | None = None  # replaces the profile's budget.latency_ms
 
 
 @dataclass
@@ -101,11 +102,14 @@ def deploy(req: DeployRequest) -> DeployResult:
     runner = StageRunner(run_dir)
     runner.manifest.set("request", {k: str(v) for k, v in asdict(req).items()})
     runner.manifest.set("target", asdict(target))
-    run = Run(req, target, checked.dataset, checked.model_spec, run_dir)
+    run = Run(req, target, checked.dataset, checked.model_spec, run_dir, sizes=checked.sizes)
     for make in STAGES:
         stage = make(run)
         if stage is not None:
             run.metrics[stage.key] = runner.run(stage)
+            if stage.key == "plan":
+                run.use_plan(run.metrics["plan"])
+                runner.manifest.set("target", asdict(run.target))
     return write_bundle_of(run, runner.manifest)
 
 
@@ -114,12 +118,12 @@ def write_bundle_of(run: Run, manifest: Manifest) -> DeployResult:
     from edgeprune.bundle import write_bundle
     from edgeprune.report import comparison_rows, report_rows
 
-    stage_metrics = {k: v for k, v in run.metrics.items() if k != "reference"}
+    stage_metrics = {k: v for k, v in run.metrics.items() if k not in ("reference", "plan")}
     rows = report_rows(stage_metrics, run.target, run.artefact)
     comparison = comparison_rows(run.metrics["reference"], run.metrics["export"], rows, run.target)
     widths = json.loads(run.record.read_text())["summary"]["layers"]
     end2end = bool(getattr(run.load(run.tuned_pt).model[-1], "end2end", False))
     bundle = write_bundle(run.target, run.dataset, export_files(run.artefact.parent), run.artefact, rows, manifest,
                           run.metrics["export"], Path(run.request.out) / run.target.name, end2end,
-                          comparison=comparison, widths=widths)
+                          comparison=comparison, widths=widths, budget_plan=run.metrics.get("plan"))
     return DeployResult(run.target, bundle, rows, comparison)

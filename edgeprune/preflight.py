@@ -6,6 +6,7 @@ run folder and the bundle folder stay as they were (a finished run's manifest is
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from edgeprune.data.build import BUNDLED_YAML, ensure_dataset
 from edgeprune.data.dataset import Dataset, check_images, check_labels_present
 from edgeprune.paths import PACKAGE
 from edgeprune.errors import EdgepruneError
-from edgeprune.models.checkpoint import check_classes, is_model_yaml, load_model
+from edgeprune.budget.sizes import Sizes, candidate_sizes
+from edgeprune.models.checkpoint import build_from_yaml, check_classes, is_model_yaml, load_model
 from edgeprune.targets import Target, load_target
 
 DEFAULT_BASELINE = PACKAGE / "baselines" / "yolo11n-synth.pt"  # `baselines/` in the checkout
@@ -21,9 +23,10 @@ DEFAULT_BASELINE = PACKAGE / "baselines" / "yolo11n-synth.pt"  # `baselines/` in
 
 @dataclass(frozen=True)
 class CheckedInputs:
-    target: Target
+    target: Target  # recipe.imgsz set to the largest candidate size (the baseline's)
     dataset: Dataset
     model_spec: str  # a checkpoint path or an Ultralytics model yaml
+    sizes: Sizes  # the input sizes the budget search may choose from
 
 
 def check_options(options: dict[str, tuple[float | None, float]]) -> None:
@@ -51,11 +54,27 @@ def check_model_yaml(spec: str) -> None:
                              "use a detection yaml (yolo11n.yaml, not -cls/-seg/-pose/-obb)")
 
 
-def check_model(spec: str, dataset: Dataset, data_ref: str, trust: bool = False) -> None:
+def check_model(spec: str, dataset: Dataset, data_ref: str, trust: bool = False):
+    """The model (an untrained one for a yaml: its architecture is what the budget check needs)."""
     if is_model_yaml(spec):
         check_model_yaml(spec)
-    else:
-        check_classes(load_model(spec, trust=trust), dataset.names, spec, data_ref)
+        return build_from_yaml(spec, dataset.nc)
+    model = load_model(spec, trust=trust)
+    check_classes(model, dataset.names, spec, data_ref)
+    return model
+
+
+def check_budget(model, target: Target, sizes: Sizes, latency_model) -> None:
+    """A budget nothing can meet stops before any training. Skipped where the estimate is later anchored to a
+    timing here (device.measure_here without a table): the plan checks it again then."""
+    if target.recipe.prune.goal != "budget" or (target.device.measure_here and latency_model is None):
+        return
+    from edgeprune.budget.costs import predictor_for
+    from edgeprune.budget.plan import check_reachable
+    from edgeprune.pruning.structured import PruneConfig
+
+    cfg = PruneConfig(criterion="l1", round_to=target.device.round_to, imgsz=sizes.largest)
+    check_reachable(model, target, sizes, predictor_for(target, latency_model), cfg)
 
 
 def check_dataset(data: str) -> Dataset:
@@ -85,12 +104,17 @@ def check_deploy(request) -> CheckedInputs:
                    "calibration_images": (request.calibration_images, 1), "eval_limit": (request.eval_limit, 1),
                    "baseline_epochs": (request.baseline_epochs, 1), "threads": (request.threads, 1)})
     target = load_target(request.target, imgsz=request.imgsz, finetune_epochs=request.epochs,
-                         flops_reduction=request.flops_reduction, calibration_images=request.calibration_images)
+                         flops_reduction=request.flops_reduction, calibration_images=request.calibration_images,
+                         latency_budget_ms=request.latency_budget_ms)
     dataset = check_dataset(request.data)
     model_spec = resolve_model(request.model, request.data)
-    check_model(model_spec, dataset, request.data, trust=request.trust_checkpoint)
+    model = check_model(model_spec, dataset, request.data, trust=request.trust_checkpoint)
+    latency_model = None
     if request.latency_table:  # a table for another runtime, precision or thread count stops here, not after training
         from edgeprune.latency.model import model_for
 
-        model_for(Path(request.latency_table), target)
-    return CheckedInputs(target, dataset, model_spec)
+        latency_model = model_for(Path(request.latency_table), target)
+    sizes = candidate_sizes(target, dataset, None if is_model_yaml(model_spec) else model)
+    check_budget(model, target, sizes, latency_model)
+    largest = dataclasses.replace(target, recipe=dataclasses.replace(target.recipe, imgsz=sizes.largest))
+    return CheckedInputs(largest, dataset, model_spec, sizes)

@@ -9,7 +9,9 @@ is the order `deploy` follows. Any one stage runs alone given a Run whose earlie
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -19,6 +21,9 @@ import numpy as np
 import torch
 
 from edgeprune import formats
+from edgeprune.budget.plan import plan_budget
+from edgeprune.budget.proxy import proxy_map
+from edgeprune.budget.sizes import Sizes
 from edgeprune.data.batches import DEFAULT_IMAGES as LOSS_IMAGES
 from edgeprune.data.batches import loss_batches
 from edgeprune.data.dataset import Dataset
@@ -30,7 +35,7 @@ from edgeprune.latency.roofline import activation_elements, estimate_latency_ms
 from edgeprune.manifest import atomic_write_json, scratch_dir, sha256_file
 from edgeprune.models.checkpoint import build_from_yaml, check_classes, is_model_yaml, load_model, save_model
 from edgeprune.pruning.iterative import iterative_prune
-from edgeprune.pruning.structured import DATA_CRITERIA, PruneConfig, prune
+from edgeprune.pruning.structured import DATA_CRITERIA, PruneConfig, prune, prune_to_widths
 from edgeprune.quantize.calibration import calibration_set
 from edgeprune.quantize.guard import export_with_guard, move_into
 from edgeprune.targets import Target
@@ -56,6 +61,23 @@ class Run:
     model_spec: str
     run_dir: Path
     metrics: dict[str, dict] = field(default_factory=dict)
+    sizes: Sizes | None = None  # the input sizes the budget search chooses from (preflight); None: the target's
+
+    def use_plan(self, plan: dict) -> None:
+        """The budget search chose the input size: every later stage works at it."""
+        recipe = dataclasses.replace(self.target.recipe, imgsz=plan["chosen"]["imgsz"])
+        self.target = dataclasses.replace(self.target, recipe=recipe)
+
+    @property
+    def finetunes(self) -> bool:
+        """Fine-tuning recovers what pruning took: none when the budget plan kept the model whole."""
+        chosen = self.metrics.get("plan", {}).get("chosen")
+        return self.target.recipe.finetune.epochs > 0 and (chosen is None or chosen["pruned"])
+
+    def prune_config(self) -> PruneConfig:
+        prune = self.target.recipe.prune
+        return PruneConfig(flops_reduction=prune.flops_reduction, criterion=prune.criterion,
+                           round_to=self.target.device.round_to, imgsz=self.imgsz, global_ranking=prune.global_ranking)
 
     @property
     def imgsz(self) -> int:
@@ -91,7 +113,7 @@ class Run:
     @property
     def tuned_pt(self) -> Path:
         """The model the export starts from: the fine-tuned one, or the pruned one with no fine-tuning."""
-        return self.path("finetune", "model.pt") if self.target.recipe.finetune.epochs > 0 else self.pruned_pt
+        return self.path("finetune", "model.pt") if self.finetunes else self.pruned_pt
 
     @property
     def artefact(self) -> Path:
@@ -137,6 +159,20 @@ class Run:
 
         return predict(model, self.imgsz, self.target, self.latency_model)
 
+    def time_here(self, model: torch.nn.Module, imgsz: int) -> float:
+        """The model exported in the target's format and timed on this machine, at the budget's percentile (ms)."""
+        precision = self.target.recipe.precision
+        calibration = (calibration_set(self.dataset, imgsz, min(32, self.target.recipe.quantize.calibration_images))
+                       if precision == "int8" else None)
+        with scratch_dir("timing", dir=self.run_dir) as tmp:
+            path = self.exporter.export(model, Path(tmp) / f"model{self.exporter.caps.suffix}", imgsz, precision,
+                                        calibration)
+            runner = formats.load_runner(path, threads=self.target.validation.threads, imgsz=imgsz)
+            timed = measure(runner.run, imgsz, warmup=self.target.validation.warmup,
+                            runs=min(self.target.validation.runs, 60))
+        key = f"p{self.target.budget.percentile}_ms"
+        return timed.get(key, timed["p99_ms"])
+
     def device_estimate(self, model: torch.nn.Module) -> dict:
         stats = model_stats(model, self.imgsz)
         return estimate_latency_ms(stats["gflops"], stats["params"], activation_elements(model, self.imgsz),
@@ -171,25 +207,70 @@ def baseline_stage(run: Run) -> Stage:
     return Stage("baseline", "baseline", {"model": spec, "imgsz": run.imgsz}, inputs, lambda: [run.base_pt], work)
 
 
-def prune_stage(run: Run) -> Stage:
-    """Structured pruning to the target's FLOPs goal, in one cut or in steps with fine-tuning between."""
+PROXY_TRAIN_IMAGES, PROXY_VAL_IMAGES = 128, 64  # the budget search's adaptive-BN proxy
+
+
+def plan_stage(run: Run) -> Stage | None:
+    """The budget search: the input size and channel widths predicted to fit the latency budget (goal: budget)."""
     target = run.target
-    cfg = PruneConfig(flops_reduction=target.recipe.prune.flops_reduction, criterion=target.recipe.prune.criterion,
-                      round_to=target.device.round_to, imgsz=run.imgsz, global_ranking=target.recipe.prune.global_ranking)
+    if target.recipe.prune.goal != "budget":
+        return None
+    cfg = run.prune_config()
+    plan_file = run.path("plan", "plan.json")
+    sizes = run.sizes or Sizes((run.imgsz,), "fixed by the target")
+    val_images = min(PROXY_VAL_IMAGES, run.request.eval_limit or PROXY_VAL_IMAGES)
+    config = {"budget": asdict(target.budget), "sizes": list(sizes.candidates), "round_to": cfg.round_to,
+              "criterion": cfg.criterion, "precision": target.recipe.precision, "measure_here": target.device.measure_here,
+              "proxy": {"train_images": PROXY_TRAIN_IMAGES, "val_images": val_images},
+              **({"loss_images": LOSS_IMAGES} if cfg.criterion in DATA_CRITERIA else {}),
+              "code": source_hash("budget", "pruning", "latency")}
+    table = run.request.latency_table
+
+    def proxy(model: torch.nn.Module, imgsz: int) -> float:
+        images = calibration_set(run.dataset, imgsz, PROXY_TRAIN_IMAGES,
+                                 cache=run.run_dir / "calibration" / f"proxy_{imgsz}.npy")
+        return proxy_map(model, run.dataset, imgsz, images, val_images)
+
+    def work() -> dict:
+        timer = run.time_here if target.device.measure_here else None
+        batches = (lambda imgsz: loss_batches(run.dataset, imgsz, LOSS_IMAGES)) if cfg.criterion in DATA_CRITERIA else None
+        plan = plan_budget(run.load(run.base_pt), target, sizes, run.latency_model, cfg, proxy, timer=timer,
+                           anchor=timer, batches=batches)
+        out = {**plan.summary(), "reason": plan.reason()}
+        atomic_write_json(plan_file, {**out, "keep": plan.chosen.keep})
+        print(f"  budget plan: {plan.reason()}")
+        return out
+
+    inputs = {"model": sha256_file(run.base_pt), "data": run.data_sha,
+              **({"latency_table": sha256_file(Path(table))} if table else {})}
+    return Stage("plan", "plan", config, inputs, lambda: [plan_file], work)
+
+
+def prune_stage(run: Run) -> Stage:
+    """Structured pruning to the budget plan's widths, or to the FLOPs goal (in one cut or in steps)."""
+    target = run.target
+    cfg = run.prune_config()
+    planned = target.recipe.prune.goal == "budget"
+    plan_file = run.path("plan", "plan.json")
     scores_with_data = cfg.criterion in DATA_CRITERIA  # taylor: loss gradients on train images
-    epochs_between = max(1, target.recipe.finetune.epochs // target.recipe.prune.steps)  # iterative pruning only
-    config = {**asdict(cfg), **({"loss_images": LOSS_IMAGES} if scores_with_data else {}),
-              **({"steps": target.recipe.prune.steps, "epochs_between": epochs_between} if target.recipe.prune.steps > 1 else {})}
+    steps = 1 if planned else target.recipe.prune.steps
+    epochs_between = max(1, target.recipe.finetune.epochs // steps)  # iterative pruning only
+    config = {**asdict(cfg), "goal": target.recipe.prune.goal, **({"loss_images": LOSS_IMAGES} if scores_with_data else {}),
+              **({"steps": steps, "epochs_between": epochs_between} if steps > 1 else {})}
     inputs = {"model": sha256_file(run.base_pt),
-              **({"data": run.data_sha} if scores_with_data or target.recipe.prune.steps > 1 else {})}
+              **({"data": run.data_sha} if scores_with_data or steps > 1 else {}),
+              **({"plan": sha256_file(plan_file)} if planned else {})}
 
     def work() -> dict:
         batches = (lambda: loss_batches(run.dataset, run.imgsz, LOSS_IMAGES)) if scores_with_data else (lambda: None)
         steps_log = []
-        if target.recipe.prune.steps > 1:  # cut in steps with fine-tuning between; the finetune stage follows the last
+        if planned:
+            keep = json.loads(plan_file.read_text())["keep"]
+            pruned, result = prune_to_widths(run.load(run.base_pt), keep, cfg, batches=batches())
+        elif steps > 1:  # cut in steps with fine-tuning between; the finetune stage follows the last
             between = finetune_recipe(epochs_between, run.imgsz, close_mosaic=1)
             pruned, result, steps_log = iterative_prune(
-                run.load(run.base_pt), cfg, target.recipe.prune.steps,
+                run.load(run.base_pt), cfg, steps,
                 lambda model, step: train(model, run.dataset, between, run.run_dir / "prune" / f"step{step}",
                                           trust=run.trust), batches)
         else:
@@ -211,7 +292,7 @@ def finetune_stage(run: Run) -> Stage | None:
     target = run.target
     cfg = finetune_recipe(target.recipe.finetune.epochs, run.imgsz, distill_weight=target.recipe.finetune.distill_weight,
                           distill_temperature=target.recipe.finetune.distill_temperature)
-    if cfg.epochs == 0:
+    if not run.finetunes:
         return None
     distilling = cfg.distill_weight > 0  # the unpruned baseline teaches the pruned student
 
@@ -281,7 +362,7 @@ def reference_stage(run: Run) -> Stage:
                  lambda: export_files(reference.parent), work)
 
 
-STAGES = (baseline_stage, prune_stage, finetune_stage, export_stage, reference_stage)
+STAGES = (baseline_stage, plan_stage, prune_stage, finetune_stage, export_stage, reference_stage)
 
 
 def quantization_aware_retry(exporter, tuned, artefact: Path, imgsz: int, calib, reference: float, target: Target,

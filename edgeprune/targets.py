@@ -19,6 +19,7 @@ from edgeprune.paths import PACKAGE
 
 TARGETS_DIR = PACKAGE / "profiles"  # `targets/` in the checkout points here
 PRECISIONS = ("int8", "fp16", "fp32")
+PRUNE_GOALS = ("budget", "flops")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Device:
     format: str  # a registered format (edgeprune export list) that deploys to `runtime`
     round_to: int = 8  # pruned channel counts are multiples of this (SIMD/tensor-core width)
     hardware: Hardware = field(default_factory=Hardware)
+    measure_here: bool = False  # the deploying machine is the device: without a table, latency is timed here
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,8 @@ class Emulation:
 
 @dataclass(frozen=True)
 class Prune:
-    flops_reduction: float = 0.5  # pruning goal: fraction of FLOPs removed
+    goal: str = "budget"  # budget: widths chosen to fit budget.latency_ms | flops: remove flops_reduction of FLOPs
+    flops_reduction: float = 0.5  # the flops goal's fraction of FLOPs removed
     criterion: str = "l2"  # l1 | l2 | bn | taylor (detection-loss gradients on train images) | random
     global_ranking: bool = False  # rank channels across layers instead of one ratio per layer
     steps: int = 1  # > 1: reach the FLOPs goal in this many cuts, fine-tuning finetune.epochs // steps between
@@ -95,7 +98,8 @@ class Quantize:
 class Recipe:
     """How edgeprune compresses for the device."""
     precision: str
-    imgsz: int
+    imgsz: int = 0  # 0: chosen among imgsz_candidates (at most the model's training size); > 0: fixed
+    imgsz_candidates: tuple[int, ...] = (640, 512, 416, 320, 256, 224, 192, 160)
     prune: Prune = field(default_factory=Prune)
     finetune: Finetune = field(default_factory=Finetune)
     quantize: Quantize = field(default_factory=Quantize)
@@ -124,8 +128,15 @@ def target_problems(t: Target) -> list[str]:
     problems = _format_problems(t.device.format, t.device.runtime)
     if recipe.precision not in PRECISIONS:
         problems.append(f"recipe.precision {recipe.precision!r} is not one of {PRECISIONS}")
-    if recipe.imgsz < 32 or recipe.imgsz % 32:
-        problems.append(f"recipe.imgsz {recipe.imgsz} is not a positive multiple of 32 (the detector's largest stride)")
+    if recipe.imgsz < 0 or recipe.imgsz % 32:
+        problems.append(f"recipe.imgsz {recipe.imgsz} is not a positive multiple of 32 (the detector's largest stride)"
+                        " or 0 (chosen from recipe.imgsz_candidates)")
+    if not recipe.imgsz_candidates or any(s < 32 or s % 32 for s in recipe.imgsz_candidates):
+        problems.append(f"recipe.imgsz_candidates {list(recipe.imgsz_candidates)} must be multiples of 32")
+    if prune.goal not in PRUNE_GOALS:
+        problems.append(f"recipe.prune.goal {prune.goal!r} is not one of {PRUNE_GOALS}")
+    if prune.goal == "budget" and prune.steps > 1:
+        problems.append("recipe.prune.steps > 1 (iterative pruning) needs recipe.prune.goal: flops (or --flops)")
     minimums = {"recipe.finetune.epochs": (recipe.finetune.epochs, 0), "budget.batch": (t.budget.batch, 1),
                 "recipe.quantize.calibration_images": (quantize.calibration_images, 1),
                 "device.round_to": (t.device.round_to, 1), "recipe.quantize.max_map_drop": (quantize.max_map_drop, 0),
@@ -170,6 +181,7 @@ def available_targets(folder: Path = TARGETS_DIR) -> list[str]:
 
 
 SCALAR_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+LIST_TYPES = {"tuple[int, ...]": int}  # yaml lists of one scalar type, stored as tuples
 # Short names for the overrides the CLI and the API take (`--imgsz`, `finetune_epochs=`): one path each.
 OVERRIDES = {"imgsz": "recipe.imgsz", "precision": "recipe.precision", "flops_reduction": "recipe.prune.flops_reduction",
              "finetune_epochs": "recipe.finetune.epochs", "calibration_images": "recipe.quantize.calibration_images",
@@ -193,6 +205,16 @@ def _parse(cls, values, where: str):
         nested = SECTIONS.get(str(kind))
         if nested is not None:
             parsed[key] = _parse(nested, value or {}, f"{where} ({key})")
+            continue
+        item = LIST_TYPES.get(str(kind))
+        if item is not None:
+            if isinstance(value, item) and not isinstance(value, bool):
+                value = [value]
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, item) and not isinstance(v, bool)
+                                                                for v in value):
+                raise EdgepruneError(f"{where}: {key} is {value!r}, expected a list of {item.__name__}",
+                                     f"write {key} as e.g. [640, 320]")
+            parsed[key] = tuple(value)
             continue
         allowed = SCALAR_TYPES.get(str(kind))
         if allowed and (not isinstance(value, allowed) or (bool not in allowed and isinstance(value, bool))):
@@ -245,6 +267,8 @@ def target_from_dict(body: dict, where: str, **overrides) -> Target:
         raise EdgepruneError(f"{where}: flat key(s) {', '.join(moved)} from an older profile",
                              "move them into their sections: " + ", ".join(f"{k} -> {v}" for k, v in moved.items()))
     target = _parse(Target, body, where)  # the file itself is valid before any override replaces a value
+    if overrides.get("flops_reduction") is not None:  # an explicit FLOPs goal replaces the budget goal
+        overrides = {**overrides, "recipe.prune.goal": "flops"}
     if not any(v is not None for v in overrides.values()):
         return target
     return _parse(Target, _override(dataclasses.asdict(target), overrides), f"{where} with overrides")

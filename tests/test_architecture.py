@@ -24,6 +24,7 @@ FLOORS = (
     {"training"},
     {"targets"},
     {"latency"},
+    {"budget"},
     {"emulate", "report", "detector"},
     {"bundle", "preflight"},
     {"stages"},

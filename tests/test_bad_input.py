@@ -65,7 +65,7 @@ def _case(name: str, tiny_data: Path, tmp_path: Path, tiny_model) -> tuple[list[
         return ["--target", "toaster"], "unknown target 'toaster'"
     if name == "target-bad-type":
         profile = tmp_path / "t.yaml"
-        profile.write_text(Path("targets/rpi.yaml").read_text().replace("imgsz: 256", "imgsz: big"))
+        profile.write_text(Path("targets/rpi.yaml").read_text().replace("  imgsz_candidates: [", "  imgsz: big\n  imgsz_candidates: ["))
         return ["--target", str(profile)], "imgsz is 'big', expected int"
     if name == "model-missing":
         return ["--model", str(tmp_path / "nope.pt")], "does not exist"
@@ -116,7 +116,8 @@ def _case(name: str, tiny_data: Path, tmp_path: Path, tiny_model) -> tuple[list[
                "imgsz-zero": (["--imgsz", "0"], "--imgsz: must be >= 32"),
                "imgsz-not-stride": (["--imgsz", "100"], "multiple of 32"),
                "flops-out-of-range": (["--flops-reduction", "1.5"], "must be in [0, 0.95)"),
-               "calibration-zero": (["--calibration-images", "0"], "--calibration-images: must be >= 1")}
+               "calibration-zero": (["--calibration-images", "0"], "--calibration-images: must be >= 1"),
+               "budget-unreachable": (["--budget", "0.001"], "cannot be met: the fastest candidate")}
     return options[name]
 
 
@@ -130,7 +131,7 @@ CASES = ["target-unknown", "target-bad-type", "model-missing", "model-corrupt", 
          "model-foreign", "model-classifier-pt", "model-classifier-yaml", "model-segment-yaml", "model-yaml-unknown",
          "class-mismatch", "data-missing", "data-truncated-val", "data-truncated-train", "data-no-labels",
          "data-bad-label", "epochs-negative", "epochs-not-a-number", "imgsz-zero", "imgsz-not-stride",
-         "flops-out-of-range", "calibration-zero"]
+         "flops-out-of-range", "calibration-zero", "budget-unreachable"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -15,7 +15,11 @@ pytestmark = pytest.mark.slow
 
 def _request(tiny_data, tmp_path):
     return DeployRequest(target="rpi", model="yolo11n.yaml", data=str(tiny_data), out=tmp_path / "dist",
-                         run_dir=tmp_path / "run", epochs=1, imgsz=64, calibration_images=4, baseline_epochs=1)
+                         run_dir=tmp_path / "run", epochs=1, imgsz=64, calibration_images=4, baseline_epochs=1,
+                         latency_budget_ms=BUDGET_MS)
+
+
+BUDGET_MS = 0.6  # the rpi roofline at 64 px: unpruned yolo11n ~1.1 ms, every group at its floor ~0.4 ms
 
 
 def test_deploy_interrupt_resume_and_skip(tiny_data, tmp_path, monkeypatch, capsys):
@@ -31,7 +35,7 @@ def test_deploy_interrupt_resume_and_skip(tiny_data, tmp_path, monkeypatch, caps
         deploy(_request(tiny_data, tmp_path))
     run = tmp_path / "run"
     manifest = json.loads((run / "manifest.json").read_text())
-    assert set(manifest["stages"]) == {"baseline", "prune", "finetune"}
+    assert set(manifest["stages"]) == {"baseline", "plan", "prune", "finetune"}
     assert not (run / "export-rpi" / "model_int8.tflite").exists(), "no half-written artefact under the final name"
     assert not (tmp_path / "dist").exists()
 
@@ -39,7 +43,7 @@ def test_deploy_interrupt_resume_and_skip(tiny_data, tmp_path, monkeypatch, caps
     capsys.readouterr()
     result = deploy(_request(tiny_data, tmp_path))
     log = capsys.readouterr().out
-    for stage in ("baseline", "prune", "finetune"):
+    for stage in ("baseline", "plan", "prune", "finetune"):
         assert f"[{stage}] up to date, skipped" in log
     assert "[export-rpi] running" in log
 
@@ -61,14 +65,18 @@ def test_deploy_interrupt_resume_and_skip(tiny_data, tmp_path, monkeypatch, caps
     assert "speed-up vs baseline" in (bundle / "report.md").read_text()
 
     rows = {r["stage"]: r for r in result.rows}
-    assert rows["export"]["gflops"] <= 0.6 * rows["baseline"]["gflops"]
+    plan = meta["budget_plan"]
+    assert plan["budget_ms"] == BUDGET_MS and plan["chosen"]["pruned"] and plan["chosen"]["predicted_ms"] <= BUDGET_MS
+    assert meta["latency_prediction"]["p90_ms"] <= BUDGET_MS, "the deployed model is predicted within the budget"
+    assert (bundle / "budget.png").stat().st_size > 1000 and "latency budget" in (bundle / "report.md").read_text()
+    assert rows["export"]["gflops"] <= 0.8 * rows["baseline"]["gflops"]
     assert rows["finetune"]["params"] < rows["baseline"]["params"]
     metrics = json.loads((run / "manifest.json").read_text())["stages"]
     assert metrics["finetune"]["metrics"]["params"] == metrics["prune"]["metrics"]["params"], "architecture kept"
 
     capsys.readouterr()
     deploy(_request(tiny_data, tmp_path))
-    assert capsys.readouterr().out.count("up to date, skipped") == 5
+    assert capsys.readouterr().out.count("up to date, skipped") == 6
 
     _device_results_round_trip(bundle, tmp_path)
 

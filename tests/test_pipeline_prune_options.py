@@ -13,7 +13,7 @@ from edgeprune.pruning.replay import replay
 pytestmark = pytest.mark.slow
 
 
-def _deploy_until_export(target, tiny_data, tmp_path, monkeypatch):
+def _deploy_until_export(target, tiny_data, tmp_path, monkeypatch, **options):
     """Run baseline, prune and fine-tune of a tiny deploy with this profile; stop before the export."""
     import edgeprune.stages as stages
 
@@ -23,7 +23,7 @@ def _deploy_until_export(target, tiny_data, tmp_path, monkeypatch):
     monkeypatch.setattr(stages, "export_with_guard", stop)
     request = DeployRequest(target=str(target), model="yolo11n.yaml", data=str(tiny_data), out=tmp_path / "dist",
                             run_dir=tmp_path / "run", epochs=1, imgsz=64, calibration_images=4, baseline_epochs=1,
-                            eval_limit=4)
+                            eval_limit=4, **options)
     with pytest.raises(KeyboardInterrupt):
         deploy(request)
     return tmp_path / "run"
@@ -38,7 +38,7 @@ def test_taylor_global_distill_stages(tiny_data, tmp_path, monkeypatch):
     target = tmp_path / "rpi-options.yaml"
     target.write_text(profile)
 
-    run = _deploy_until_export(target, tiny_data, tmp_path, monkeypatch)
+    run = _deploy_until_export(target, tiny_data, tmp_path, monkeypatch, latency_budget_ms=0.6)  # the budget goal
     stages = json.loads((run / "manifest.json").read_text())["stages"]
     assert stages["prune"]["config"]["criterion"] == "taylor" and stages["prune"]["config"]["global_ranking"]
     assert "data" in stages["prune"]["inputs"], "taylor's scores depend on the data"
@@ -55,9 +55,9 @@ def test_iterative_prune_stage_fine_tunes_between_cuts(tiny_data, tmp_path, monk
     profile = (PROJECT_ROOT / "targets" / "rpi.yaml").read_text()
     assert "\n    steps: 1" in profile
     target = tmp_path / "rpi-steps.yaml"
-    target.write_text(profile.replace("\n    steps: 1", "\n    steps: 2"))
+    target.write_text(profile.replace("\n    steps: 1", "\n    steps: 2").replace("goal: budget", "goal: flops"))
 
-    run = _deploy_until_export(target, tiny_data, tmp_path, monkeypatch)
+    run = _deploy_until_export(target, tiny_data, tmp_path, monkeypatch)  # steps cut to a FLOPs goal
     stage = json.loads((run / "manifest.json").read_text())["stages"]["prune"]
     assert stage["config"]["steps"] == 2 and "data" in stage["inputs"]
     steps = stage["metrics"]["pruning"]["steps"]

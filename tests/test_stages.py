@@ -13,13 +13,13 @@ from edgeprune.targets import load_target
 def _run(tiny_data, tiny_model, tmp_path) -> stages.Run:
     model = save_model(tiny_model, tmp_path / "input.pt")
     request = DeployRequest(target="rpi", model=str(model), data=str(tiny_data), run_dir=tmp_path / "run")
-    target = load_target("rpi", imgsz=64, finetune_epochs=0, calibration_images=4)
+    target = load_target("rpi", imgsz=64, finetune_epochs=0, calibration_images=4, flops_reduction=0.5)
     return stages.Run(request, target, load_dataset(tiny_data), str(model), tmp_path / "run")
 
 
 def test_the_stage_list_is_the_pipeline():
-    assert [s.__name__ for s in stages.STAGES] == ["baseline_stage", "prune_stage", "finetune_stage", "export_stage",
-                                                    "reference_stage"]
+    assert [s.__name__ for s in stages.STAGES] == ["baseline_stage", "plan_stage", "prune_stage", "finetune_stage",
+                                                    "export_stage", "reference_stage"]
 
 
 def test_baseline_then_prune_run_alone(tiny_data, tiny_model, tmp_path):

@@ -130,6 +130,19 @@ def _groups(model: nn.Module, example: torch.Tensor):
     return graph, groups, locked, skipped
 
 
+def _effects(group, names: dict) -> list[tuple[str, str, int]]:
+    """(conv, "out" | "in", channels it loses per channel of the group): what a latency cost reads. A conv can take
+    a group's channels more than once (a concat of a split half and that half's residual sum)."""
+    width = len(group[0].idxs)
+    counts: dict[tuple[str, str], set] = {}
+    for item in group.items:
+        module, handler = item.dep.target.module, item.dep.handler.__name__
+        if isinstance(module, nn.Conv2d) and handler in ("prune_out_channels", "prune_in_channels"):
+            side = "out" if handler == "prune_out_channels" else "in"
+            counts.setdefault((names[module], side), set()).update(item.idxs)
+    return [(conv, side, max(1, round(len(idxs) / width))) for (conv, side), idxs in counts.items()]
+
+
 def _is_out_conv(dep) -> bool:
     return isinstance(dep.target.module, nn.Conv2d) and dep.handler.__name__ == "prune_out_channels"
 
@@ -158,6 +171,7 @@ class _Survey:
     fixed: dict[str, float]  # group root -> override ratio
     pairs: list[tuple[str | None, str | None]]  # roots of split halves that must stay equally wide (None: locked)
     locked: dict[str, str]  # module name -> reason it is not pruned
+    effects: dict[str, list[tuple[str, str, int]]] = field(default_factory=dict)  # root -> convs it narrows (_effects)
 
 
 def _survey(model: nn.Module, cfg: PruneConfig, batches: Iterable[dict] | None) -> _Survey:
@@ -180,6 +194,7 @@ def _survey(model: nn.Module, cfg: PruneConfig, batches: Iterable[dict] | None) 
             continue
         scores = scores.detach().float().flatten()
         survey.channels[name] = len(group[0].idxs)
+        survey.effects[name] = _effects(group, names)
         survey.scores[name] = scores / scores.mean().clamp_min(1e-12)
         if (ratio := _ratio_for(name, cfg)) is not None:
             survey.fixed[name] = ratio
@@ -304,6 +319,31 @@ def _result(trial: _Trial, ratio: float, macs0: int, params0: int, widths0: dict
     result = PruneResult(round(ratio, 4), macs0, trial.macs, params0, trial.params, layers, trial.locked, cfg.imgsz,
                          trial.kept, trial.history)
     return trial.model, result
+
+
+def survey(model: nn.Module, cfg: PruneConfig, batches: Iterable[dict] | None = None) -> _Survey:
+    """The prunable groups of `model` (names of its split-block form), their scores, pairs and locks."""
+    return _prepare(model, cfg, batches)[4]
+
+
+def split_block_copy(model: nn.Module) -> nn.Module:
+    """The model with split blocks as two half convs: the names a survey and its widths use."""
+    work = deepcopy(model).float().eval()
+    unfuse_split_blocks(work)
+    return work
+
+
+def prune_to_widths(model: nn.Module, keep: dict[str, int], cfg: PruneConfig,
+                    batches: Iterable[dict] | None = None) -> tuple[nn.Module, PruneResult]:
+    """Prune to given channels per group root (a budget plan), lowest-scored channels first."""
+    model, macs0, params0, widths0, found = _prepare(model, cfg, batches)
+    unknown = sorted(set(keep) - set(found.channels))
+    if unknown:
+        raise EdgepruneError(f"width plan names groups this model does not have: {', '.join(unknown[:5])}",
+                             "plan again on this model (edgeprune.budget.plan)")
+    full = {n: keep.get(n, c) for n, c in found.channels.items()}
+    kept = sum(full.values()) / max(1, sum(found.channels.values()))
+    return _result(_Trial(model, found, full, cfg), round(1 - kept, 4), macs0, params0, widths0, cfg)
 
 
 def prune_at_ratio(model: nn.Module, ratio: float, cfg: PruneConfig,

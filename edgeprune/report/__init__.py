@@ -18,7 +18,7 @@ from edgeprune.targets import Target
 
 __all__ = ["comparison_rows", "report_rows", "write_report", "speedup", "FIGURES"]
 
-FIGURES = {"accuracy_latency": "report.png", "widths": "widths.png", "guard": "guard.png"}
+FIGURES = {"accuracy_latency": "report.png", "widths": "widths.png", "guard": "guard.png", "budget": "budget.png"}
 
 
 def _mb(size: int | None) -> str:
@@ -97,6 +97,17 @@ def device_lines(target: Target, estimate: dict | None, device_results: list[dic
     return lines
 
 
+def budget_table(plan: dict) -> Table:
+    """One row per candidate input size the budget search kept."""
+    rows = [(f"{c['imgsz']} px" + (" (chosen)" if (c["imgsz"], c["pruned"]) == (plan["chosen"]["imgsz"],
+                                                                               plan["chosen"]["pruned"]) else ""),
+             "pruned" if c["pruned"] else "unpruned", f"{c['flops_reduction']:.0%}", f"{c['predicted_ms']:.2f}",
+             "" if c.get("measured_ms") is None else f"{c['measured_ms']:.2f}", f"{c['proxy_map']:.3f}")
+            for c in plan["candidates"]]
+    return Table(("input size", "compression", "FLOPs removed", f"predicted {plan['percentile']} ms",
+                  "timed here ms", "proxy mAP50-95"), tuple(rows))
+
+
 def blocks(meta: dict, target: Target) -> list:
     comparison, rows = meta.get("comparison") or [], meta["report"]
     device_results = meta.get("device_results", [])
@@ -121,6 +132,10 @@ def blocks(meta: dict, target: Target) -> list:
             Bullets(tuple(device_lines(target, meta.get("device_estimate"), device_results, meta.get("latency_prediction")))),
             Heading("Stages (PyTorch FP32 on this host; secondary — compare rows above for the target)"),
             stage_table(rows)]
+    plan = meta.get("budget_plan")
+    if plan:
+        out += [Heading("How the compression was chosen: the latency budget"), Paragraph(plan["reason"]),
+                budget_table(plan), Image(FIGURES["budget"], "budget search candidates")]
     if meta.get("pruned_widths"):
         out += [Heading("Kept channels per layer"), Image(FIGURES["widths"], "output channels per layer")]
     guard = (meta.get("quantization") or {}).get("accuracy_guard")
@@ -136,6 +151,8 @@ def write_report(folder: Path, meta: dict, target: Target) -> Path:
         plots.accuracy_latency(meta["comparison"], _measured(meta.get("device_results", [])),
                                target.budget.latency_ms, target.budget.percentile, target.name,
                                folder / FIGURES["accuracy_latency"])
+    if meta.get("budget_plan"):
+        plots.budget_candidates(meta["budget_plan"], folder / FIGURES["budget"])
     if meta.get("pruned_widths"):
         plots.layer_widths(meta["pruned_widths"], folder / FIGURES["widths"])
     guard = (meta.get("quantization") or {}).get("accuracy_guard")

@@ -1,0 +1,195 @@
+"""Budget-driven compression: the knapsack's widths, the candidate sizes, the clear error and a timed check."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgeprune.budget.costs import conv_census, predictor_for
+from edgeprune.budget.knapsack import allocate, ladder
+from edgeprune.budget.plan import check_reachable, fit_size, plan_budget, predict_module
+from edgeprune.budget.sizes import Sizes, candidate_sizes
+from edgeprune.data.dataset import load_dataset
+from edgeprune.errors import EdgepruneError
+from edgeprune.latency.features import latency_features
+from edgeprune.models.checkpoint import build_from_yaml
+from edgeprune.pruning.structured import PruneConfig, prune_to_widths, split_block_copy, survey
+from edgeprune.targets import load_target
+
+IMGSZ = 96
+FAMILIES = ("yolo11n.yaml", "yolov8n.yaml", "yolo26n.yaml")
+
+
+def _random_keep(found, rng, round_to=8):
+    keep = {n: max(8, int(c * rng.uniform(0.3, 1)) // round_to * round_to) for n, c in found.channels.items()}
+    for a, b in found.pairs:
+        if a and b:
+            keep[a] = keep[b] = max(keep[a], keep[b])
+        for r in (a, b):
+            if r and not (a and b):
+                keep[r] = found.channels[r]
+    return keep
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_counted_features_equal_the_pruned_models(family):
+    """The knapsack prices widths without building them: its counts must be those of the real pruned network."""
+    model = build_from_yaml(family, 6)
+    cfg = PruneConfig(imgsz=IMGSZ)
+    found = survey(model, cfg)
+    census = conv_census(split_block_copy(model), IMGSZ)
+    keep = _random_keep(found, np.random.default_rng(1))
+    pruned, _ = prune_to_widths(model, keep, cfg)
+    counted = census.features(*census.widths(found.channels, keep, found.effects))
+    real = latency_features(pruned, IMGSZ)
+    assert {k: round(counted[k], 6) for k in real} == pytest.approx(real, abs=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_knapsack_respects_every_constraint(family):
+    model = build_from_yaml(family, 6)
+    target = load_target("rpi")
+    cfg = PruneConfig(imgsz=IMGSZ, round_to=8)
+    found = survey(model, cfg)
+    census = conv_census(split_block_copy(model), IMGSZ)
+    predict = predictor_for(target, None)
+    full = predict(census.features(*census.widths(found.channels, found.channels, found.effects)))
+    budget = 0.6 * full
+    allocation = allocate(found, census, predict, budget, cfg.round_to)
+    assert allocation.fits and allocation.predicted_ms <= budget and allocation.keep != found.channels
+    for name, kept in allocation.keep.items():
+        channels = found.channels[name]
+        assert kept == channels or (kept % 8 == 0 and kept >= 8), f"{name}: {kept} is off the round_to grid"
+        assert kept >= min(ladder(channels, 8, 8, 0.75)), f"{name} below its floor"
+    for a, b in found.pairs:  # split halves stay equally wide; a half beside a locked one stays whole
+        if a and b:
+            assert allocation.keep[a] == allocation.keep[b]
+        for r in (a, b):
+            if r and not (a and b):
+                assert allocation.keep[r] == found.channels[r]
+    before = {n: m.out_channels for n, m in split_block_copy(model).named_modules() if isinstance(m, nn.Conv2d)}
+    pruned = split_block_copy(prune_to_widths(model, allocation.keep, cfg)[0])
+    after = {n: m.out_channels for n, m in pruned.named_modules() if isinstance(m, nn.Conv2d)}
+    for name in found.locked:
+        if name in before:
+            assert after[name] == before[name], f"locked {name} changed"
+    candidate = fit_size(model, IMGSZ, budget, predict, cfg)  # the real pruned model, corrected until it fits
+    assert candidate is not None and candidate.pruned and candidate.predicted_ms <= budget
+    assert candidate.predicted_ms >= 0.85 * budget, "a plan that wastes the budget is not the most accurate one"
+
+
+def test_a_budget_below_the_fastest_candidate_is_one_clear_error(tiny_model):
+    target = dataclasses.replace(load_target("rpi"), budget=dataclasses.replace(load_target("rpi").budget,
+                                                                                  latency_ms=0.01))
+    with pytest.raises(EdgepruneError) as error:
+        check_reachable(tiny_model, target, Sizes((64,), "test"), predictor_for(target, None), PruneConfig(imgsz=64))
+    assert "cannot be met" in error.value.problem and "fastest candidate" in error.value.problem
+    assert " ms" in error.value.problem and "--budget" in error.value.fix
+
+
+def test_candidate_sizes_come_from_the_model_not_the_profile(tiny_data, tiny_model):
+    target = load_target("rpi")
+    assert target.recipe.imgsz == 0 and 640 in target.recipe.imgsz_candidates, "profiles list sizes, fix none"
+    dataset = load_dataset(tiny_data)
+    model = build_from_yaml("yolo11n.yaml", 6)
+    model.args = {"imgsz": 640}  # a user's 640-px checkpoint
+    sizes = candidate_sizes(target, dataset, model)
+    assert sizes.largest == 640 and all(s <= 640 for s in sizes.candidates) and "trained at 640" in sizes.why
+    model.args = {"imgsz": 320}
+    assert candidate_sizes(target, dataset, model).largest == 320
+    assert candidate_sizes(load_target("rpi", imgsz=128), dataset, model).candidates == (128,)
+    from edgeprune.budget.sizes import data_size
+
+    assert candidate_sizes(target, dataset, None).largest == data_size(dataset), "a yaml model: the data's size"
+
+
+def test_the_chosen_artefact_is_timed_within_the_budget_on_this_host(tiny_data, tmp_path):
+    """host profile (device.measure_here): the estimate is anchored to a timing here, every candidate is exported
+    and timed, and a measured miss is corrected; the winner's ONNX file, timed again, fits the budget."""
+    from edgeprune import formats
+    from edgeprune.evaluation.latency import measure
+
+    target = load_target("host")
+    exporter = formats.get(target.device.format)
+    model = build_from_yaml("yolo11n.yaml", 6)
+    imgsz = 128
+
+    def timed(module, size, runs=40):
+        path = exporter.export(module, tmp_path / f"m{np.random.randint(1e9)}.onnx", size, "fp32", None)
+        runner = formats.load_runner(path, threads=target.validation.threads, imgsz=size)
+        return measure(runner.run, size, warmup=10, runs=runs)
+
+    torch.manual_seed(0)
+    unpruned = timed(model, imgsz)["p90_ms"]
+    budget = 0.7 * unpruned
+    target = dataclasses.replace(target, budget=dataclasses.replace(target.budget, latency_ms=budget))
+    plan = plan_budget(model, target, Sizes((imgsz,), "test"), None, PruneConfig(imgsz=imgsz), lambda m, s: 0.0,
+                       timer=lambda m, s: timed(m, s)["p90_ms"], anchor=lambda m, s: timed(m, s)["p90_ms"])
+    chosen = plan.chosen
+    assert chosen.pruned and chosen.measured_ms <= budget and "scaled" in plan.source
+    pruned = prune_to_widths(model, chosen.keep, PruneConfig(imgsz=imgsz))[0]
+    assert timed(pruned, imgsz, runs=60)["p50_ms"] <= budget, "re-timed, the chosen model fits"
+    assert predict_module(pruned, imgsz, predictor_for(target, None)) > 0
+
+
+COCO_IDS = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]  # COCO's 80 category ids
+
+
+def _coco_fixture(root, images=6):
+    """COCO's layout and 80 category ids (with their gaps), at 640 x 480 like COCO's images."""
+    import json
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    categories = [{"id": cid, "name": f"class{cid}"} for cid in COCO_IDS]
+    (root / "annotations").mkdir(parents=True)
+    for folder in ("train2017", "val2017"):
+        (root / folder).mkdir()
+        entries, anns = [], []
+        for i in range(1, images + 1):
+            Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(root / folder / f"{i:012d}.jpg")
+            entries.append({"id": i, "file_name": f"{i:012d}.jpg", "width": 640, "height": 480})
+            for k in range(2):
+                anns.append({"id": len(anns) + 1, "image_id": i, "category_id": COCO_IDS[(3 * i + k) % 80],
+                             "bbox": [40 + 100 * k, 60, 120, 90], "area": 10800, "iscrowd": 0})
+        (root / "annotations" / f"instances_{folder}.json").write_text(
+            json.dumps({"images": entries, "annotations": anns, "categories": categories}))
+    return root
+
+
+@pytest.mark.slow
+def test_a_640px_80_class_checkpoint_gets_a_size_from_the_budget(tmp_path, monkeypatch):
+    """The real-user path: yolo11n at 640 px with 80 classes on COCO-format data; the rpi budget picks the size
+    (never above 640) and says why; the run stops after the plan."""
+    import json
+
+    import edgeprune.stages as stages
+    from edgeprune.data.coco_subset import build_coco_subset
+    from edgeprune.models.checkpoint import save_model
+    from edgeprune.pipeline import DeployRequest, deploy
+
+    coco = _coco_fixture(tmp_path / "coco")
+    data, _ = build_coco_subset(coco, tmp_path / "subset", tmp_path / "subset.yaml", per_class=6, negatives=0.0)
+    model = build_from_yaml("yolo11n.yaml", 80)
+    model.args = {"imgsz": 640}  # what Ultralytics records for yolo11n.pt
+    model.names = dict(enumerate(load_dataset(data).names))
+    checkpoint = save_model(model, tmp_path / "yolo11n-640.pt")
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt  # pruning and what follows are other tests' business
+
+    monkeypatch.setattr(stages, "prune_to_widths", stop)
+    with pytest.raises(KeyboardInterrupt):
+        deploy(DeployRequest(target="rpi", model=str(checkpoint), data=str(data), run_dir=tmp_path / "run",
+                             out=tmp_path / "dist", eval_limit=2))
+    plan = json.loads((tmp_path / "run" / "plan" / "plan.json").read_text())
+    assert plan["sizes"][0] == 640 and max(plan["sizes"]) == 640 and "trained at 640" in plan["sizes_why"]
+    chosen = plan["chosen"]
+    assert chosen["imgsz"] <= 640 and chosen["predicted_ms"] <= plan["budget_ms"] == 40
+    assert "budget 40 ms" in plan["reason"] and "estimate (roofline)" in plan["source"]
+    assert any(c["imgsz"] == 640 and c["pruned"] for c in plan["candidates"]), "640 px needs pruning on a Pi 5"
