@@ -193,3 +193,13 @@ def test_a_640px_80_class_checkpoint_gets_a_size_from_the_budget(tmp_path, monke
     assert chosen["imgsz"] <= 640 and chosen["predicted_ms"] <= plan["budget_ms"] == 40
     assert "budget 40 ms" in plan["reason"] and "estimate (roofline)" in plan["source"]
     assert any(c["imgsz"] == 640 and c["pruned"] for c in plan["candidates"]), "640 px needs pruning on a Pi 5"
+
+
+def test_a_device_measurement_over_budget_says_how_to_replan():
+    from edgeprune.report import replan_hint
+
+    target = load_target("rpi")
+    hint = replan_hint(target, {"budget": {"pass": False, "measured_ms": 52.0, "percentile": 90}})
+    assert "make deploy TARGET=rpi LATENCY_TABLE=" in hint and "probe" in hint
+    assert replan_hint(target, {"budget": {"pass": True}}) == ""
+    assert replan_hint(target, {"dry_run": True, "budget": {"pass": False}}) == "", "dry runs time nothing"

@@ -74,6 +74,15 @@ def prediction_error(prediction: dict | None, budget: dict) -> str:
     return f" Predicted {predicted} ms: {predicted / measured - 1:+.0%} off."
 
 
+def replan_hint(target: Target, result: dict) -> str:
+    """A measured miss of the budget: the plan should come from the device's own latency table."""
+    budget = result.get("budget", {})
+    if result.get("dry_run") or budget.get("pass") is not False:
+        return ""
+    return (f" The device misses the budget: time a probe on it (`edgeprune latency probe --target {target.name}`, "
+            f"then probe_latency.py) and re-plan with `make deploy TARGET={target.name} LATENCY_TABLE=<its table>`.")
+
+
 def device_lines(target: Target, estimate: dict | None, device_results: list[dict],
                  prediction: dict | None = None) -> list[str]:
     lines = []
@@ -90,7 +99,7 @@ def device_lines(target: Target, estimate: dict | None, device_results: list[dic
         lines.append(f"**Measured** on {m.get('device', {}).get('machine', '?')} ({m.get('runtime')}, "
                      f"{m.get('timestamp', '')}): p{b.get('percentile')} {b.get('measured_ms')} ms — "
                      f"{'PASS' if b.get('pass') else 'FAIL'}{' (dry run: timings not used)' if m.get('dry_run') else ''}."
-                     + prediction_error(prediction, b))
+                     + prediction_error(prediction, b) + replan_hint(target, m))
     if not device_results:
         lines.append("No device measurement yet: run the bundle's validate script on the device and feed the JSON "
                      "back with `edgeprune validate <bundle> --results <file>`.")
