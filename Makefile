@@ -21,7 +21,7 @@ help:
 	@echo "make deploy TARGET=rpi [MODEL=yolo11n.pt] [DATA=datasets/x.yaml]   full pipeline -> dist/<target>/"
 	@echo "make emulate TARGET=rpi                                           bundle's script on qemu's ARM CPU, outputs vs host"
 	@echo "make test                                                         unit + end-to-end tests"
-	@echo "make baseline                                                     re-train baselines/yolo11n-synth.pt"
+	@echo "make baseline [MODEL=yolo26n.yaml]                                re-train baselines/<model>-synth.pt"
 	@echo "make bench / bench-prune / bench-stream / bench-guard / bench-latency / bench-budget   benchmarks -> bench/*.json, *.md"
 
 setup: $(STAMP)
@@ -59,9 +59,15 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# make baseline [MODEL=yolo26n.yaml]: the shipped baselines, each from seed 0 with its own epoch count
+BASELINE_YAML   = $(or $(MODEL),yolo11n.yaml)
+BASELINE_NAME   = $(basename $(notdir $(BASELINE_YAML)))
+BASELINE_EPOCHS_yolo11n := 60
+BASELINE_EPOCHS_yolo26n := 200
 baseline: setup
-	$(BIN)/edgeprune baseline --model yolo11n.yaml --data datasets/synth.yaml --epochs 60 --imgsz 256 --seed 0 \
-		--out baselines/yolo11n-synth.pt
+	$(BIN)/edgeprune baseline --model $(BASELINE_YAML) --data datasets/synth.yaml --imgsz 256 --seed 0 \
+		--epochs $(or $(EPOCHS),$(BASELINE_EPOCHS_$(BASELINE_NAME)),60) \
+		--out baselines/$(BASELINE_NAME)-synth.pt --work-dir runs/baseline-$(BASELINE_NAME)
 
 bench: setup                       # export artefacts vs Ultralytics' own exports (needs a finished `make deploy`)
 	$(BIN)/python -m benchmarks.exports --out bench

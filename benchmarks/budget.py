@@ -1,155 +1,353 @@
-"""Budget benchmark: edgeprune's budget search against the simple alternatives at equal measured latency.
+"""Budget benchmark: edgeprune's budget search against the simple alternatives, at equal measured latency.
 
-For each family and budget, from the same checkpoint and with the same fine-tuning epochs:
-  (a) budget search: input size x knapsack widths predicted to fit (edgeprune.budget.plan);
-  (b) uniform FLOPs pruning at the largest size, its FLOPs goal tuned until its measured latency matches (a)'s;
-  (c) the unpruned model at the largest candidate size whose measured latency fits the budget.
-Every row is exported in the target's format and precision, its mAP50-95 measured by running the file,
-and all files of one family are timed side by side in interleaved turns at the end.
+This host is the device. For each family (checkpoint), runtime and budget, from the same checkpoint and with
+the same fine-tuning epochs for every row:
+  (a) budget search: the plan `make deploy` runs (input size x knapsack widths predicted to fit, each
+      candidate timed here and corrected on a miss, ranked by the adaptive-BN proxy);
+  (b) uniform FLOPs pruning at the largest size (the old `--flops` goal), bisected until its *measured*
+      latency matches (a)'s;
+  (c) the unpruned model at the largest candidate size whose measured latency fits the budget;
+  (d) the next smaller official architecture: none exists below the n scale of these families, so it is
+      reported as not applicable.
+Runtimes: LiteRT full-INT8 `.tflite` (the rpi profile's artefact; its latency model is a probe timed and
+fitted on this host) and ONNX Runtime FP32 (the host profile: the roofline anchored to a timing here).
+Budgets are fractions of the unpruned model's measured latency at its largest size. Every row is fine-tuned
+N epochs ((c) too: the input size changed), exported through the same INT8 guard (PTQ levels only: QAT would
+add epochs), and its mAP50-95 measured by running the file (pycocotools on the full val split). All files of
+one (family, runtime) are finally timed side by side in interleaved turns. Rows are cached by architecture,
+size and epochs, so an interrupted run resumes and equal rows (e.g. (a) choosing the unpruned model at a
+smaller size, which is (c)) are trained once.
 
-    python -m benchmarks.budget --models edgeprune/baselines/yolo11n-synth.pt --target rpi \
-        --budget-fractions 0.5,0.7 --epochs 12 --out bench/budget
+    python -m benchmarks.budget --out bench/budget                 # make bench-budget
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
+import edgeprune.env  # noqa: F401  (offline Ultralytics before models are built)
 from edgeprune import formats
-from edgeprune.budget.costs import predictor_for
-from edgeprune.budget.plan import plan_budget, predict_module
+from edgeprune.budget.plan import plan_budget
 from edgeprune.budget.proxy import proxy_map
 from edgeprune.budget.sizes import candidate_sizes
+from edgeprune.budget.timing import here_timer
 from edgeprune.data.dataset import load_dataset
-from edgeprune.evaluation.detection import evaluate
-from edgeprune.manifest import atomic_write_json, atomic_write_text
-from edgeprune.models.checkpoint import load_model
+from edgeprune.evaluation.artefact import artefact_metrics
+from edgeprune.evaluation.detection import evaluate, torch_runner
+from edgeprune.evaluation.latency import measure_interleaved
+from edgeprune.evaluation.model_stats import model_stats
+from edgeprune.latency import model as latency
+from edgeprune.latency.probe import ProbePlan, build_probe
+from edgeprune.manifest import atomic_write_json, atomic_write_text, sha256_file
+from edgeprune.models.checkpoint import load_model, save_model
 from edgeprune.paths import PROJECT_ROOT
 from edgeprune.pruning.structured import PruneConfig, prune, prune_to_widths
 from edgeprune.quantize.calibration import calibration_set
+from edgeprune.quantize.guard import export_with_guard
 from edgeprune.targets import load_target
 from edgeprune.training.trainer import finetune_recipe, train
 
+RUNTIMES = {"litert-int8": "rpi", "onnxruntime-fp32": "host"}  # runtime label -> the profile whose artefact it runs
+ROWS = {"a": "budget search", "b": "uniform FLOPs pruning, equal measured latency", "c": "unpruned, smaller input"}
+PROXY_TRAIN, PROXY_VAL = 128, 64
+MATCH = 0.03  # (b)'s measured latency is accepted within this fraction of (a)'s
 
-def _export(model, out: Path, target, imgsz: int, dataset, calibration_images: int) -> Path:
-    exporter = formats.get(target.device.format)
-    calib = (calibration_set(dataset, imgsz, calibration_images) if target.recipe.precision == "int8" else None)
-    return exporter.export(model, out, imgsz, target.recipe.precision, calib)
+
+def checkpoint(name: str) -> Path:
+    """A short family name (yolo11n-synth) is a shipped baseline; anything else a path."""
+    shipped = PROJECT_ROOT / "baselines" / f"{name}.pt"
+    return shipped if shipped.exists() else Path(name)
 
 
-def run(model_path: Path, target_name: str, fractions: list[float], epochs: int, out: Path, threads: int,
-        calibration_images: int, eval_limit: int | None) -> dict:
-    dataset = load_dataset(PROJECT_ROOT / "datasets" / "synth.yaml")
-    target = load_target(target_name, threads=threads)
-    base = load_model(model_path)
-    sizes = candidate_sizes(target, dataset, base)
-    predict = predictor_for(target, None)
-    largest = sizes.largest
-    unpruned_ms = predict_module(base, largest, predict)
-    rows, files = [], {}
-    work = out / model_path.stem
+def arch_key(model: torch.nn.Module, imgsz: int, epochs: int, source: str) -> str:
+    """A row's identity: its architecture (every conv's width), input size, epochs and starting checkpoint."""
+    widths = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    return hashlib.sha256(json.dumps([widths, imgsz, epochs, source]).encode()).hexdigest()[:12]
+
+
+def probed_latency_model(base, target, data, folder: Path, sizes: tuple[int, ...], variants: int):
+    """The runtime's latency model measured on this host: a probe of `base`'s pruned variants, timed and fitted."""
+    table = folder.with_name(folder.name + "-latency.json")
+    if not table.exists():
+        calibration = {s: calibration_set(data, s, 16) for s in sizes} if target.recipe.precision == "int8" else None
+        build_probe(base, target, folder, ProbePlan(sizes, variants, seed=0), calibration)
+        subprocess.run([sys.executable, str(folder / "probe_latency.py"), "--probe", str(folder), "--out", str(table),
+                        "--threads", str(target.validation.threads), "--runs", "10", "--rounds", "6"], check=True)
+    fitted = latency.fit(latency.load_table(table))
+    print(f"  latency model: {fitted.source}; held-out {fitted.heldout.get('within_10pct', 0):.0%} within 10 %")
+    return fitted
+
+
+class Rows:
+    """Fine-tune, export (INT8 guard) and evaluate a row once; the result is cached on disk by its key."""
+
+    def __init__(self, data, target, epochs: int, work: Path, source: str, threads: int):
+        self.data, self.target, self.epochs, self.work, self.source, self.threads = (data, target, epochs, work,
+                                                                                     source, threads)
+        self.exporter = formats.get(target.device.format)
+
+    def finish(self, model: torch.nn.Module, imgsz: int) -> dict:
+        key = arch_key(model, imgsz, self.epochs, self.source)
+        folder = self.work / "rows" / key
+        done = folder / "row.json"
+        if done.exists():
+            return json.loads(done.read_text())
+        start = time.time()
+        folder.mkdir(parents=True, exist_ok=True)
+        tuned_pt = folder / "tuned.pt"
+        if tuned_pt.exists():
+            tuned = load_model(tuned_pt)
+        else:
+            tuned = train(model, self.data, finetune_recipe(self.epochs, imgsz), folder / "finetune") if self.epochs \
+                else model
+            save_model(tuned, tuned_pt)
+        precision = self.target.recipe.precision
+        fp32 = evaluate(torch_runner(tuned), self.data, imgsz, desc=f"row {key} FP32")["map50_95"]
+        calibration = (calibration_set(self.data, imgsz, self.target.recipe.quantize.calibration_images)
+                       if precision == "int8" else None)
+        artefact = folder / f"model_{precision}{self.exporter.caps.suffix}"
+        out = export_with_guard(self.exporter, tuned, artefact, imgsz, precision, calibration, fp32,
+                                self.target.recipe.quantize.max_map_drop,
+                                lambda p: artefact_metrics(p, self.data, imgsz, self.threads, None, tuned, self.exporter))
+        stats = model_stats(tuned, imgsz)
+        row = {"key": key, "imgsz": imgsz, "file": str(artefact), "fp32_map50_95": round(fp32, 4),
+               "map50_95": round(out["map50_95"], 4), "map50": round(out["map50"], 4),
+               "guard": (out.get("accuracy_guard") or {}).get("chosen", "none"), "params": stats["params"],
+               "gflops": stats["gflops"], "finish_s": round(time.time() - start, 1)}
+        atomic_write_json(done, row)
+        return row
+
+
+def uniform_matching(base, target, imgsz: int, goal_ms: float, budget_ms: float, timer, steps: int = 7):
+    """Uniform FLOPs pruning at `imgsz` whose measured latency is nearest `goal_ms` without exceeding the budget
+    (bisection over the FLOPs goal; each trial exported and timed here)."""
+    lo, hi, trials = 0.0, 0.9, []
+    precision = target.recipe.precision
+    for _ in range(steps):
+        goal = (lo + hi) / 2
+        model, result = prune(base, PruneConfig(flops_reduction=goal, criterion=target.recipe.prune.criterion,
+                                                round_to=target.device.round_to, imgsz=imgsz))
+        ms = timer(model, imgsz, precision)
+        trials.append((abs(ms - goal_ms), ms > budget_ms, goal, ms, model, result))
+        print(f"  (b) uniform -{result.flops_reduction:.0%} FLOPs: {ms:.2f} ms (goal {goal_ms:.2f} ms)")
+        if abs(ms - goal_ms) <= MATCH * goal_ms:
+            break
+        lo, hi = (goal, hi) if ms > goal_ms else (lo, goal)
+    _, _, goal, ms, model, result = min(trials, key=lambda t: (t[1], t[0]))  # within budget first, then nearest
+    return model, {"flops_goal": round(goal, 4), "flops_reduction": round(result.flops_reduction, 4),
+                   "matched_ms": round(ms, 3), "trials": len(trials)}
+
+
+def run_family(name: str, runtime: str, fractions: list[float], epochs: int, out: Path, threads: int,
+               probe_variants: int) -> dict:
+    start = time.time()
+    data = load_dataset(PROJECT_ROOT / "datasets" / "synth.yaml")
+    target = load_target(RUNTIMES[runtime], threads=threads)
+    target = dataclasses.replace(target, device=dataclasses.replace(target.device, measure_here=True))
+    path = checkpoint(name)
+    base = load_model(path)
+    sizes = candidate_sizes(target, data, base)
+    work = out / f"{Path(name).stem}-{runtime}"
+    timer = here_timer(target, data, work / "timing")
+    precision = target.recipe.precision
+    latency_model = None
+    if runtime.startswith("litert"):
+        probe_sizes = tuple(sorted({sizes.largest, sizes.candidates[len(sizes.candidates) // 2], min(sizes.candidates)},
+                                   reverse=True))
+        latency_model = probed_latency_model(base, target, data, work / "probe", probe_sizes, probe_variants)
+    unpruned = {s: timer(base, s, precision) for s in sizes.candidates}  # (c)'s candidates, and the budgets' base
+    reference_ms = unpruned[sizes.largest]
+    rows_cache = Rows(data, target, epochs, work, sha256_file(path)[:16], threads)
+    proxy_images = {s: calibration_set(data, s, PROXY_TRAIN) for s in sizes.candidates}
+
+    def proxy(model, imgsz):
+        return proxy_map(model, data, imgsz, proxy_images[imgsz], PROXY_VAL)
+
+    budgets, rows = [], []
     for fraction in fractions:
-        budget = round(fraction * unpruned_ms, 3)
+        budget = round(fraction * reference_ms, 3)
         tb = dataclasses.replace(target, budget=dataclasses.replace(target.budget, latency_ms=budget))
-        cfg = PruneConfig(round_to=target.device.round_to, imgsz=largest)
-
-        def proxy(m, s):
-            return proxy_map(m, dataset, s, calibration_set(dataset, s, 128), 64)
-
-        plan = plan_budget(base, tb, sizes, None, cfg, proxy)
+        cfg = PruneConfig(criterion=target.recipe.prune.criterion, round_to=target.device.round_to,
+                          imgsz=sizes.largest)
+        print(f"{name} {runtime}: budget {budget:.2f} ms ({fraction:g} of the unpruned {reference_ms:.2f} ms)")
+        plan = plan_budget(base, tb, sizes, latency_model, cfg, proxy, timer=timer)
         chosen = plan.chosen
-        candidates = {}
-        a_cfg = PruneConfig(round_to=target.device.round_to, imgsz=chosen.imgsz)
-        candidates["a_budget_search"] = (prune_to_widths(base, chosen.keep, a_cfg)[0] if chosen.pruned else base,
-                                         chosen.imgsz, {"plan": plan.summary()})
-        # (b) uniform FLOPs pruning at the largest size, its FLOPs goal bisected to (a)'s predicted latency
-        # (matched on the prediction; the measured latencies of both are in the table)
-        lo, hi, uniform = 0.0, 0.9, None
-        for _ in range(8):
-            mid = (lo + hi) / 2
-            model_b, result = prune(base, PruneConfig(flops_reduction=mid, round_to=target.device.round_to,
-                                                      imgsz=largest))
-            ms = predict_module(model_b, largest, predict)
-            uniform = (model_b, largest, {"flops_reduction": round(result.flops_reduction, 4), "predicted_ms": ms})
-            if abs(ms - chosen.predicted_ms) / chosen.predicted_ms < 0.02:
-                break
-            lo, hi = (mid, hi) if ms > chosen.predicted_ms else (lo, mid)
-        candidates["b_uniform_flops"] = uniform
-        # (c) unpruned at the largest size predicted within the budget
-        fits = [s for s in sizes.candidates if predict_module(base, s, predict) <= budget]
+        a_model = (prune_to_widths(base, chosen.keep, dataclasses.replace(cfg, imgsz=chosen.imgsz))[0]
+                   if chosen.pruned else base)
+        a_ms = chosen.measured_ms or timer(a_model, chosen.imgsz, precision)
+        b_model, b_info = uniform_matching(base, tb, sizes.largest, a_ms, budget, timer)
+        fits = [s for s in sizes.candidates if unpruned[s] <= budget]
+        entries = {"a": (a_model, chosen.imgsz, {"plan_measured_ms": a_ms, "reason": plan.reason(),
+                                                  "flops_reduction": chosen.flops_reduction,
+                                                  "proxy_map": chosen.proxy_map}),
+                   "b": (b_model, sizes.largest, {**b_info, "plan_measured_ms": b_info["matched_ms"],
+                                                  "proxy_map": round(proxy(b_model, sizes.largest), 4)})}
         if fits:
-            candidates["c_unpruned_smaller_input"] = (base, fits[0], {})
-        for name, (model, imgsz, extra) in candidates.items():
-            folder = work / f"budget{fraction:g}" / name
-            folder.mkdir(parents=True, exist_ok=True)
-            tuned = train(model, dataset, finetune_recipe(epochs, imgsz), folder / "finetune") if epochs else model
-            path = _export(tuned, folder / f"model_{target.recipe.precision}{formats.get(target.device.format).caps.suffix}",
-                           target, imgsz, dataset, calibration_images)
-            runner = formats.load_runner(path, threads=threads, imgsz=imgsz)
-            metrics = evaluate(runner.run, dataset, imgsz, desc=f"{name} artefact", limit=eval_limit)
-            key = f"{fraction:g}/{name}"
-            files[key] = (path, imgsz)
-            rows.append({"budget_fraction": fraction, "budget_ms": budget, "row": name, "imgsz": imgsz,
-                         "predicted_ms": round(predict_module(model, imgsz, predict), 3),
-                         "map50_95": round(metrics["map50_95"], 4), "epochs": epochs,
-                         **{k: v for k, v in extra.items() if k != "plan"}})
-    # side by side: every file of this family, interleaved (each at its own input size)
-    runners = {k: formats.load_runner(p, threads=threads, imgsz=s) for k, (p, s) in files.items()}
-    timed = {}
-    for _ in range(6):
-        for k, r in runners.items():
-            imgsz = files[k][1]
-            x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
-            times = []
-            for _ in range(10):
-                start = time.perf_counter()
-                r.run(x)
-                times.append((time.perf_counter() - start) * 1e3)
-            timed.setdefault(k, []).extend(times)
+            entries["c"] = (base, fits[0], {"plan_measured_ms": unpruned[fits[0]], "flops_reduction": 0.0,
+                                            "proxy_map": round(proxy(base, fits[0]), 4)})
+        budgets.append({"fraction": fraction, "budget_ms": budget, "plan": plan.summary(), "reason": plan.reason(),
+                        "c_fits": bool(fits), "d": "not applicable: no official architecture below the n scale"})
+        for row, (model, imgsz, extra) in entries.items():
+            finished = rows_cache.finish(model, imgsz)
+            rows.append({"budget_fraction": fraction, "budget_ms": budget, "row": row, "label": ROWS[row],
+                         **extra, **finished})
+            print(f"  ({row}) {imgsz} px: artefact mAP50-95 {finished['map50_95']:.4f}")
+        atomic_write_json(work / "partial.json", {"budgets": budgets, "rows": rows})
+    timed = time_side_by_side(rows, threads, target.budget.percentile)
     for row in rows:
-        t = np.asarray(timed[f"{row['budget_fraction']:g}/{row['row']}"])
-        row["measured_p50_ms"], row["measured_p90_ms"] = round(float(np.percentile(t, 50)), 3), \
-            round(float(np.percentile(t, 90)), 3)
-    return {"model": str(model_path), "target": target_name, "threads": threads, "unpruned_predicted_ms": unpruned_ms,
-            "predictor": predict.source, "sizes": list(sizes.candidates), "rows": rows}
+        row.update(timed[row["key"]])
+    return {"family": name, "checkpoint": str(path), "runtime": runtime, "target": target.name, "threads": threads,
+            "precision": precision, "epochs": epochs, "percentile": target.budget.percentile,
+            "sizes": list(sizes.candidates), "unpruned_ms": {str(k): v for k, v in unpruned.items()},
+            "latency_source": (latency_model.source + f" (held-out within 10 %: "
+                               f"{latency_model.heldout.get('within_10pct', 0):.0%})") if latency_model
+            else "roofline anchored to a timing here", "budgets": budgets, "rows": rows,
+            "summary": summarize(budgets, rows), "proxy_quality": proxy_quality(rows),
+            "wall_s": round(time.time() - start, 1)}
 
 
-def markdown(result: dict) -> str:
-    lines = [f"Budget benchmark: {result['model']} on `{result['target']}` ({result['threads']} threads on this host); "
-             f"budgets are fractions of the unpruned model's predicted latency ({result['predictor']}).", "",
-             "| budget | row | input | predicted ms | measured p50 ms | measured p90 ms | mAP50-95 (artefact) |",
-             "|---|---|---|---|---|---|---|"]
-    for r in result["rows"]:
-        lines.append(f"| {r['budget_ms']:.2f} ms ({r['budget_fraction']:g}) | {r['row']} | {r['imgsz']} | "
-                     f"{r['predicted_ms']:.2f} | {r['measured_p50_ms']:.2f} | {r['measured_p90_ms']:.2f} | "
-                     f"{r['map50_95']:.4f} |")
+def time_side_by_side(rows: list[dict], threads: int, percentile: int) -> dict:
+    files = {r["key"]: (Path(r["file"]), r["imgsz"]) for r in rows}
+    runners = {k: formats.load_runner(p, threads=threads, imgsz=s) for k, (p, s) in files.items()}
+    timed = measure_interleaved({k: r.run for k, r in runners.items()}, {k: s for k, (_, s) in files.items()},
+                                rounds=12)
+    key = f"p{percentile}_ms"
+    return {k: {"measured_p50_ms": t["p50_ms"], "measured_p90_ms": t["p90_ms"],
+                "measured_budget_ms": t.get(key, t["p99_ms"])} for k, t in timed.items()}
+
+
+def summarize(budgets: list[dict], rows: list[dict]) -> list[dict]:
+    out = []
+    for b in budgets:
+        by = {r["row"]: r for r in rows if r["budget_fraction"] == b["fraction"]}
+        a = by["a"]
+        entry = {"fraction": b["fraction"], "budget_ms": b["budget_ms"], "a_map": a["map50_95"],
+                 "a_imgsz": a["imgsz"], "a_pruned": a.get("flops_reduction", 0) > 0,
+                 "a_measured_ms": a["measured_budget_ms"], "a_within": a["measured_budget_ms"] <= b["budget_ms"],
+                 "a_use": round(a["measured_budget_ms"] / b["budget_ms"], 3)}
+        for other in ("b", "c"):
+            if other in by:
+                entry[f"{other}_map"] = by[other]["map50_95"]
+                entry[f"{other}_measured_ms"] = by[other]["measured_budget_ms"]
+                entry[f"a_minus_{other}"] = round(a["map50_95"] - by[other]["map50_95"], 4)
+        out.append(entry)
+    return out
+
+
+def proxy_quality(rows: list[dict]) -> dict:
+    """How well the proxy ranked what fine-tuning then gave: Spearman over distinct rows, and per budget whether the
+    proxy's best row was the best artefact."""
+    from scipy.stats import spearmanr
+
+    distinct = {r["key"]: r for r in rows if r.get("proxy_map") is not None}.values()
+    proxies = [r["proxy_map"] for r in distinct]
+    finals = [r["map50_95"] for r in distinct]
+    rho = float(spearmanr(proxies, finals).statistic) if len(proxies) > 2 else float("nan")
+    hits, total = 0, 0
+    for fraction in sorted({r["budget_fraction"] for r in rows}):
+        group = [r for r in rows if r["budget_fraction"] == fraction and r.get("proxy_map") is not None]
+        if len(group) > 1:
+            total += 1
+            hits += max(group, key=lambda r: r["proxy_map"])["map50_95"] == max(r["map50_95"] for r in group)
+    return {"spearman": round(rho, 3), "rows": len(proxies), "best_row_picked": f"{hits}/{total}"}
+
+
+def markdown(results: list[dict], command: str) -> str:
+    lines = ["# Budget benchmark: edgeprune's budget search vs the simple alternatives at equal measured latency", "",
+             f"`{command}`", "",
+             "mAP50-95: pycocotools on the bundled val split, each artefact run in its runtime. Latency: every file of "
+             "a family/runtime timed side by side in interleaved turns on this host; budgets are fractions of the "
+             "unpruned model's measured latency at its largest size, at the budget's percentile.", "",
+             "| family | runtime | budget | (a) budget search | (b) uniform FLOPs, equal latency | "
+             "(c) unpruned, smaller input | a − b | a − c | (a) measured / budget |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for res in results:
+        for s in res["summary"]:
+            a = f"{s['a_map']:.3f} @{s['a_imgsz']}{' pruned' if s['a_pruned'] else ''} ({s['a_measured_ms']:.2f} ms)"
+            b = f"{s['b_map']:.3f} ({s['b_measured_ms']:.2f} ms)" if "b_map" in s else "—"
+            c = f"{s['c_map']:.3f} ({s['c_measured_ms']:.2f} ms)" if "c_map" in s else "no size fits"
+            lines.append(f"| {res['family']} | {res['runtime']} | {s['budget_ms']:.2f} ms ({s['fraction']:g}) | {a} | "
+                         f"{b} | {c} | {s.get('a_minus_b', float('nan')):+.3f} | {s.get('a_minus_c', float('nan')):+.3f}"
+                         f" | {s['a_use']:.0%}{'' if s['a_within'] else ' **over**'} |")
+    lines += ["", "| family | runtime | latency source | proxy vs final (Spearman, rows) | proxy's best row was best |"
+              " epochs | wall |", "|---|---|---|---|---|---|---|"]
+    for res in results:
+        q = res["proxy_quality"]
+        lines.append(f"| {res['family']} | {res['runtime']} | {res['latency_source']} | {q['spearman']:+.2f} "
+                     f"({q['rows']}) | {q['best_row_picked']} | {res['epochs']} | {res['wall_s'] / 60:.0f} min |")
+    lines += ["", "Rows (d), the next smaller official architecture: not applicable — n is the smallest official scale of "
+              "both families.", "", "All rows:", "",
+              "| family | runtime | budget | row | input | FLOPs removed | proxy | FP32 mAP | artefact mAP | guard | "
+              "p50 ms | p90 ms |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for res in results:
+        for r in res["rows"]:
+            lines.append(f"| {res['family']} | {res['runtime']} | {r['budget_ms']:.2f} | ({r['row']}) {r['label']} | "
+                         f"{r['imgsz']} | {r.get('flops_reduction', 0):.0%} | {r.get('proxy_map', float('nan')):.3f} | "
+                         f"{r['fp32_map50_95']:.3f} | {r['map50_95']:.3f} | {r['guard']} | {r['measured_p50_ms']:.2f} | "
+                         f"{r['measured_p90_ms']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=str(PROJECT_ROOT / "baselines" / "yolo11n-synth.pt"))
-    parser.add_argument("--target", default="rpi")
+def plot(results: list[dict], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4.2), squeeze=False)
+    style = {"a": ("tab:green", "o"), "b": ("tab:blue", "s"), "c": ("tab:orange", "^")}
+    for ax, res in zip(axes[0], results):
+        for r in res["rows"]:
+            color, marker = style[r["row"]]
+            ax.scatter(r["measured_budget_ms"], r["map50_95"], color=color, marker=marker, s=40, zorder=3)
+        for b in res["budgets"]:
+            ax.axvline(b["budget_ms"], color="tab:red", ls="--", lw=0.8)
+        for key, (color, marker) in style.items():
+            ax.scatter([], [], color=color, marker=marker, label=f"({key}) {ROWS[key]}")
+        ax.set_title(f"{res['family']}, {res['runtime']} ({res['threads']} threads)", fontsize=9)
+        ax.set_xlabel(f"measured p{res['percentile']} latency here, ms (dashed: budgets)", fontsize=8)
+        ax.set_ylabel("artefact mAP50-95")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="yolo11n-synth,yolo26n-synth", help="shipped baseline names or .pt paths")
+    parser.add_argument("--runtimes", default=",".join(RUNTIMES))
     parser.add_argument("--budget-fractions", default="0.5,0.65,0.8")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--calibration-images", type=int, default=100)
-    parser.add_argument("--eval-limit", type=int, default=None)
+    parser.add_argument("--probe-variants", type=int, default=6)
     parser.add_argument("--out", default="bench/budget")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     out = Path(args.out)
-    results = [run(Path(m), args.target, [float(f) for f in args.budget_fractions.split(",")], args.epochs, out,
-                   args.threads, args.calibration_images, args.eval_limit) for m in args.models.split(",")]
-    atomic_write_json(out / "budget.json", results)
-    atomic_write_text(out / "budget.md", "\n".join(markdown(r) for r in results))
+    command = "python -m benchmarks.budget " + " ".join(argv if argv is not None else sys.argv[1:])
+    results = []
+    for name in args.models.split(","):
+        for runtime in args.runtimes.split(","):
+            results.append(run_family(name, runtime, [float(f) for f in args.budget_fractions.split(",")],
+                                      args.epochs, out, args.threads, args.probe_variants))
+            atomic_write_json(out / "budget.json", {"command": command, "results": results})
+            atomic_write_text(out / "budget.md", markdown(results, command))
+            plot(results, out / "budget.png")
     print((out / "budget.md").read_text())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -213,12 +213,14 @@ def default_size(model: torch.nn.Module, target: Target) -> int:
 
 
 def plan_budget(model: torch.nn.Module, target: Target | str, data: Dataset, budget_ms: float | None = None,
-                latency_model=None, sizes: tuple[int, ...] | None = None):
-    """The budget search alone: candidates per input size (knapsack widths predicted to fit `budget_ms`, default
-    the profile's), ranked by the adaptive-BN proxy on `data`; returns a BudgetPlan (`.chosen`, `.reason()`)."""
+                latency_model=None, sizes: tuple[int, ...] | None = None, work_dir: str | Path = "runs/budget"):
+    """The budget search alone: candidates per precision and input size (knapsack widths predicted to fit
+    `budget_ms`, default the profile's), ranked by the adaptive-BN proxy on `data`; returns a BudgetPlan
+    (`.chosen`, `.reason()`). A device that is this machine (the host profile) is timed here, in `work_dir`."""
     from edgeprune.budget.plan import plan_budget as plan
     from edgeprune.budget.proxy import proxy_map
     from edgeprune.budget.sizes import Sizes, candidate_sizes
+    from edgeprune.budget.timing import here_timer
     from edgeprune.latency.model import LatencyModel, load_model
     from edgeprune.pruning.structured import PruneConfig
     from edgeprune.quantize.calibration import calibration_set
@@ -230,5 +232,6 @@ def plan_budget(model: torch.nn.Module, target: Target | str, data: Dataset, bud
         latency_model = load_model(Path(latency_model))
     found = Sizes(tuple(sorted(sizes, reverse=True)), "given") if sizes else candidate_sizes(target, data, model)
     cfg = PruneConfig(criterion=target.recipe.prune.criterion, round_to=target.device.round_to, imgsz=found.largest)
+    timer = here_timer(target, data, work_dir) if target.device.measure_here and latency_model is None else None
     return plan(model, target, found, latency_model, cfg,
-                lambda m, s: proxy_map(m, data, s, calibration_set(data, s, 128), 64))
+                lambda m, s: proxy_map(m, data, s, calibration_set(data, s, 128), 64), timer=timer)

@@ -286,8 +286,10 @@ def _cmd_budget(args) -> None:
     table = api.fit_latency(args.latency_table) if args.latency_table else None
     plan = api.plan_budget(model, args.target, data, args.budget, table, args.sizes)
     for c in plan.candidates:
-        print(f"  {c.imgsz} px {'pruned' if c.pruned else 'unpruned'}: -{c.flops_reduction:.0%} FLOPs, predicted "
-              f"{c.predicted_ms:.2f} ms, proxy mAP50-95 {c.proxy_map:.3f}")
+        print(f"  {c.precision} {c.imgsz} px {'pruned' if c.pruned else 'unpruned'}: -{c.flops_reduction:.0%} FLOPs, "
+              f"predicted {c.predicted_ms:.2f} ms, proxy mAP50-95 {c.proxy_map:.3f}")
+    for note in plan.notes:
+        print(f"  note: {note}")
     print(f"chosen: {plan.reason()}")
 
 

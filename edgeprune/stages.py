@@ -24,6 +24,7 @@ from edgeprune import formats
 from edgeprune.budget.plan import plan_budget
 from edgeprune.budget.proxy import proxy_map
 from edgeprune.budget.sizes import Sizes
+from edgeprune.budget.timing import here_timer
 from edgeprune.data.batches import DEFAULT_IMAGES as LOSS_IMAGES
 from edgeprune.data.batches import loss_batches
 from edgeprune.data.dataset import Dataset
@@ -64,15 +65,20 @@ class Run:
     sizes: Sizes | None = None  # the input sizes the budget search chooses from (preflight); None: the target's
 
     def use_plan(self, plan: dict) -> None:
-        """The budget search chose the input size: every later stage works at it."""
-        recipe = dataclasses.replace(self.target.recipe, imgsz=plan["chosen"]["imgsz"])
+        """The budget search chose the input size and precision: every later stage works at them."""
+        chosen = plan["chosen"]
+        recipe = dataclasses.replace(self.target.recipe, imgsz=chosen["imgsz"],
+                                     precision=chosen.get("precision") or self.target.recipe.precision)
         self.target = dataclasses.replace(self.target, recipe=recipe)
 
     @property
     def finetunes(self) -> bool:
-        """Fine-tuning recovers what pruning took: none when the budget plan kept the model whole."""
-        chosen = self.metrics.get("plan", {}).get("chosen")
-        return self.target.recipe.finetune.epochs > 0 and (chosen is None or chosen["pruned"])
+        """Fine-tuning recovers what pruning took and adapts the model to a smaller input: none when the budget
+        plan kept the model whole at its largest size."""
+        plan = self.metrics.get("plan", {})
+        chosen = plan.get("chosen")
+        changed = chosen is None or chosen["pruned"] or chosen["imgsz"] < max(plan.get("sizes") or [0])
+        return self.target.recipe.finetune.epochs > 0 and changed
 
     def prune_config(self) -> PruneConfig:
         prune = self.target.recipe.prune
@@ -159,20 +165,6 @@ class Run:
 
         return predict(model, self.imgsz, self.target, self.latency_model)
 
-    def time_here(self, model: torch.nn.Module, imgsz: int) -> float:
-        """The model exported in the target's format and timed on this machine, at the budget's percentile (ms)."""
-        precision = self.target.recipe.precision
-        calibration = (calibration_set(self.dataset, imgsz, min(32, self.target.recipe.quantize.calibration_images))
-                       if precision == "int8" else None)
-        with scratch_dir("timing", dir=self.run_dir) as tmp:
-            path = self.exporter.export(model, Path(tmp) / f"model{self.exporter.caps.suffix}", imgsz, precision,
-                                        calibration)
-            runner = formats.load_runner(path, threads=self.target.validation.threads, imgsz=imgsz)
-            timed = measure(runner.run, imgsz, warmup=self.target.validation.warmup,
-                            runs=min(self.target.validation.runs, 60))
-        key = f"p{self.target.budget.percentile}_ms"
-        return timed.get(key, timed["p99_ms"])
-
     def device_estimate(self, model: torch.nn.Module) -> dict:
         stats = model_stats(model, self.imgsz)
         return estimate_latency_ms(stats["gflops"], stats["params"], activation_elements(model, self.imgsz),
@@ -220,7 +212,8 @@ def plan_stage(run: Run) -> Stage | None:
     sizes = run.sizes or Sizes((run.imgsz,), "fixed by the target")
     val_images = min(PROXY_VAL_IMAGES, run.request.eval_limit or PROXY_VAL_IMAGES)
     config = {"budget": asdict(target.budget), "sizes": list(sizes.candidates), "round_to": cfg.round_to,
-              "criterion": cfg.criterion, "precision": target.recipe.precision, "measure_here": target.device.measure_here,
+              "criterion": cfg.criterion, "precisions": list(target.recipe.searched_precisions),
+              "max_map_drop": target.recipe.quantize.max_map_drop, "measure_here": target.device.measure_here,
               "proxy": {"train_images": PROXY_TRAIN_IMAGES, "val_images": val_images},
               **({"loss_images": LOSS_IMAGES} if cfg.criterion in DATA_CRITERIA else {}),
               "code": source_hash("budget", "pruning", "latency")}
@@ -232,10 +225,10 @@ def plan_stage(run: Run) -> Stage | None:
         return proxy_map(model, run.dataset, imgsz, images, val_images)
 
     def work() -> dict:
-        timer = run.time_here if target.device.measure_here else None
+        timer = here_timer(target, run.dataset, run.run_dir) if target.device.measure_here else None
         batches = (lambda imgsz: loss_batches(run.dataset, imgsz, LOSS_IMAGES)) if cfg.criterion in DATA_CRITERIA else None
         plan = plan_budget(run.load(run.base_pt), target, sizes, run.latency_model, cfg, proxy, timer=timer,
-                           anchor=timer, batches=batches)
+                           batches=batches)
         out = {**plan.summary(), "reason": plan.reason()}
         atomic_write_json(plan_file, {**out, "keep": plan.chosen.keep})
         print(f"  budget plan: {plan.reason()}")

@@ -50,6 +50,7 @@ class Budget:
     latency_ms: float
     percentile: int = 90
     batch: int = 1
+    margin: float = 0.05  # fraction of latency_ms the plan leaves free for timing noise and latency-model error
 
 
 @dataclass(frozen=True)
@@ -100,9 +101,15 @@ class Recipe:
     precision: str
     imgsz: int = 0  # 0: chosen among imgsz_candidates (at most the model's training size); > 0: fixed
     imgsz_candidates: tuple[int, ...] = (640, 512, 416, 320, 256, 224, 192, 160)
+    precision_candidates: tuple[str, ...] = ()  # the budget search also tries these (e.g. int8, fp16); () : precision
     prune: Prune = field(default_factory=Prune)
     finetune: Finetune = field(default_factory=Finetune)
     quantize: Quantize = field(default_factory=Quantize)
+
+    @property
+    def searched_precisions(self) -> tuple[str, ...]:
+        """The precisions the budget search compares: `precision` first, then the other candidates."""
+        return (self.precision,) + tuple(p for p in self.precision_candidates if p != self.precision)
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,13 @@ def target_problems(t: Target) -> list[str]:
                 "recipe.quantize.qat_epochs (0 turns quantization-aware fine-tuning off)": (quantize.qat_epochs, 0),
                 "recipe.prune.steps (1 is one-shot pruning)": (prune.steps, 1)}
     problems += [f"{key} {value} must be >= {low}" for key, (value, low) in minimums.items() if value < low]
+    fmt_precisions = _format_precisions(t.device.format)
+    wrong = [p for p in recipe.precision_candidates if p not in PRECISIONS or (fmt_precisions and p not in fmt_precisions)]
+    if wrong:
+        problems.append(f"recipe.precision_candidates {wrong} are not precisions {t.device.format} exports "
+                        f"({', '.join(fmt_precisions or PRECISIONS)})")
+    if not 0 <= t.budget.margin < 0.5:
+        problems.append(f"budget.margin {t.budget.margin} must be in [0, 0.5): the fraction of the budget kept free")
     if not t.budget.latency_ms > 0 or not 0 < t.budget.percentile <= 100:
         problems.append(f"budget.latency_ms {t.budget.latency_ms} must be > 0 and budget.percentile "
                         f"{t.budget.percentile} in (0, 100]")
@@ -176,12 +190,21 @@ def _format_problems(fmt_name: str, runtime: str) -> list[str]:
     return []
 
 
+def _format_precisions(fmt_name: str) -> tuple[str, ...]:
+    from edgeprune import formats
+
+    try:
+        return formats.get(fmt_name, need_available=False).caps.precisions
+    except EdgepruneError:
+        return ()
+
+
 def available_targets(folder: Path = TARGETS_DIR) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
 SCALAR_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
-LIST_TYPES = {"tuple[int, ...]": int}  # yaml lists of one scalar type, stored as tuples
+LIST_TYPES = {"tuple[int, ...]": int, "tuple[str, ...]": str}  # yaml lists of one scalar type, stored as tuples
 # Short names for the overrides the CLI and the API take (`--imgsz`, `finetune_epochs=`): one path each.
 OVERRIDES = {"imgsz": "recipe.imgsz", "precision": "recipe.precision", "flops_reduction": "recipe.prune.flops_reduction",
              "finetune_epochs": "recipe.finetune.epochs", "calibration_images": "recipe.quantize.calibration_images",

@@ -186,3 +186,21 @@ def test_rpi_probe_is_full_int8_tflite_timed_by_litert(tiny_model, tmp_path):
     with pytest.raises(EdgepruneError, match="an INT8 probe needs calibration"):
         build_probe(tiny_model, load_target("rpi"), tmp_path / "x", ProbePlan((64,), 1))
     assert not (tmp_path / "x").exists()
+
+
+def test_an_end_to_end_head_counts_only_the_branch_it_deploys():
+    """YOLO26 computes its one-to-many branch in eval mode too, but the export drops it (Detect.fuse): features
+    and the knapsack's conv census must describe the deployed graph, not the training one."""
+    from copy import deepcopy
+
+    from edgeprune.budget.costs import conv_census
+    from edgeprune.latency.features import latency_features
+    from edgeprune.models.checkpoint import build_from_yaml
+
+    model = build_from_yaml("yolo26n.yaml", 6)
+    deployed = deepcopy(model)
+    deployed.model[-1].fuse()  # what the exporter converts: the one-to-one branch under the cv2/cv3 names
+    assert latency_features(model, 96) == latency_features(deployed, 96)
+    census = conv_census(model, 96)
+    assert not any(".23.cv2." in n or ".23.cv3." in n for n in census.convs)
+    assert any(".23.one2one_cv3." in n for n in census.convs)

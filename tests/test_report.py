@@ -45,10 +45,10 @@ def _meta(target, device_results=()):
 
 
 def _plan():
-    rows = [{"imgsz": 256, "pruned": True, "flops_reduction": 0.42, "predicted_ms": 7.9, "measured_ms": None,
-             "proxy_map": 0.31}, {"imgsz": 224, "pruned": True, "flops_reduction": 0.2, "predicted_ms": 7.8,
+    rows = [{"imgsz": 256, "precision": "int8", "pruned": True, "flops_reduction": 0.42, "predicted_ms": 7.9, "measured_ms": None,
+             "proxy_map": 0.31}, {"imgsz": 224, "precision": "int8", "pruned": True, "flops_reduction": 0.2, "predicted_ms": 7.8,
                                   "measured_ms": None, "proxy_map": 0.29},
-            {"imgsz": 192, "pruned": False, "flops_reduction": 0.0, "predicted_ms": 7.7, "measured_ms": None,
+            {"imgsz": 192, "precision": "int8", "pruned": False, "flops_reduction": 0.0, "predicted_ms": 7.7, "measured_ms": None,
              "proxy_map": 0.27}]
     return {"budget_ms": 8, "percentile": "p90", "source": "estimate (roofline), not a measurement",
             "candidates": rows, "chosen": rows[0], "reason": "pruned at 256 px: predicted p90 7.90 ms <= budget 8 ms"}
@@ -66,7 +66,7 @@ def test_report_compares_baseline_and_compressed_in_the_target_runtime(tmp_path)
     assert "**1.51x**" in table and "host: litert (2 threads)" in table, "13.64 / 9.06 ms, side by side"
     assert "PyTorch FP32 p50 ms (secondary)" in table and "| 29.60 |" in table and "| 25.80 |" in table
     assert "pycocotools" in md, "the metric is named"
-    assert "How the compression was chosen" in md and "| 256 px (chosen) | pruned | 42% | 7.90 |" in md
+    assert "How the compression was chosen" in md and "| 256 px (chosen) | int8 | pruned | 42% | 7.90 |" in md
     for name in FIGURES.values():
         with Image.open(tmp_path / name) as image:
             assert image.width > 500 and image.height > 300, name

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from edgeprune.latency.features import HEAD_STRIDES, STRIDES, feature_names
+from edgeprune.latency.features import HEAD_STRIDES, STRIDES, deployed_convs, feature_names
 from edgeprune.latency.model import LatencyModel, check_matches, predict
 from edgeprune.latency.roofline import estimate_latency_ms
 from edgeprune.targets import Target
@@ -64,7 +64,8 @@ class Census:
         cout = {n: c.out_channels for n, c in self.convs.items()}
         for root, kept in keep.items():
             for conv, side, times in effects.get(root, ()):
-                (cout if side == "out" else cin)[conv] -= times * (channels[root] - kept)
+                if conv in self.convs:  # a conv outside the deployed graph (an unused head branch) costs nothing
+                    (cout if side == "out" else cin)[conv] -= times * (channels[root] - kept)
         return cin, cout
 
 
@@ -79,7 +80,7 @@ def conv_census(model: nn.Module, imgsz: int) -> Census:
         convs[names[conv]] = ConvShape(h * w, conv.kernel_size[0] * conv.kernel_size[1], conv.in_channels,
                                        conv.out_channels, conv.groups, stride)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    handles = [m.register_forward_hook(hook) for m in deployed_convs(model)]
     try:
         with torch.inference_mode():
             model.eval()(torch.zeros(1, 3, imgsz, imgsz))

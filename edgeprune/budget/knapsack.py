@@ -52,7 +52,7 @@ class _State:
         """Feature change when `members` go from `before` to `after` channels."""
         cin, cout = dict(), dict()
         for m in members:
-            for conv, side, times in self.survey.effects[m]:
+            for conv, side, times in self._effects(m):
                 target = cout if side == "out" else cin
                 target[conv] = target.get(conv, 0) + times * (before[m] - after[m])
         delta: dict[str, float] = {}
@@ -69,8 +69,12 @@ class _State:
         for key, value in self.delta(members, before, after).items():
             self.features[key] += value
         for m in members:
-            for conv, side, times in self.survey.effects[m]:
+            for conv, side, times in self._effects(m):
                 (self.cout if side == "out" else self.cin)[conv] -= times * (before[m] - after[m])
+
+    def _effects(self, member: str) -> list[tuple[str, str, int]]:
+        """The member's effects on convs the deployed graph runs (the census holds only those)."""
+        return [e for e in self.survey.effects[member] if e[0] in self.census.convs]
 
     def shifted(self, delta: dict[str, float]) -> dict[str, float]:
         return {k: v + delta.get(k, 0.0) for k, v in self.features.items()}

@@ -1,16 +1,21 @@
-"""The most accurate compression predicted to fit a latency budget: input size x channel widths.
+"""The most accurate compression predicted to fit a latency budget: input size x precision x channel widths.
 
-At every candidate input size the knapsack (budget.knapsack) finds the widths that fit (the unpruned
-model when it already does), the real pruned model is predicted again and, on a miss, the knapsack's
-budget is tightened until it fits. On a device that is this machine (`device.measure_here`) the
-candidate is also exported and timed here, and a measured miss is corrected the same way. Candidates
-are then ranked by the adaptive-BN proxy (budget.proxy); the winner alone gets the full fine-tune.
+For every candidate precision (the profile's `recipe.precision_candidates`, e.g. INT8 and FP16 on TensorRT)
+and input size, the knapsack (budget.knapsack) finds the widths that fit (the unpruned model when it
+already does), the real pruned model is predicted again and, on a miss, the knapsack's budget is
+tightened until it fits. On a device that is this machine (`device.measure_here`) the candidate is also
+exported and timed here, and a measured miss is corrected the same way. The plan aims below the budget by
+`budget.margin`, so timing noise and model error do not push the artefact over it. Candidates are then
+ranked by the adaptive-BN proxy (budget.proxy); INT8 candidates are charged the accuracy the INT8 guard
+allows them to lose (`quantize.max_map_drop`) when they compete with a float precision. The winner alone
+gets the full fine-tune.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import dataclasses
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from torch import nn
@@ -24,6 +29,7 @@ from edgeprune.pruning.structured import PruneConfig, prune_to_widths, split_blo
 from edgeprune.targets import Target
 
 Batches = Callable[[int], Iterable[dict]] | None
+Timer = Callable[[nn.Module, int, str], float]  # (module, imgsz, precision) -> ms at the budget's percentile, timed here
 CORRECTIONS = 4  # re-plans with a tighter knapsack budget after a predicted or measured miss
 
 
@@ -39,6 +45,8 @@ class Candidate:
     params: int = 0
     proxy_map: float | None = None
     corrections: int = 0
+    precision: str = ""
+    score: float | None = None  # what the ranking compares: the proxy, less the INT8 charge across precisions
 
     def row(self) -> dict:
         out = asdict(self)
@@ -56,19 +64,27 @@ class BudgetPlan:
     chosen: Candidate
     proxy: str
     notes: list[str] = field(default_factory=list)
+    margin: float = 0.0
+
+    @property
+    def aim_ms(self) -> float:
+        return self.budget_ms * (1 - self.margin)
 
     def summary(self) -> dict:
         return {"budget_ms": self.budget_ms, "percentile": self.percentile, "source": self.source,
+                "margin": self.margin, "aim_ms": round(self.aim_ms, 4),
                 "sizes": list(self.sizes.candidates), "sizes_why": self.sizes.why, "proxy": self.proxy,
+                "precisions": sorted({c.precision for c in self.candidates}),
                 "chosen": self.chosen.row(), "candidates": [c.row() for c in self.candidates], "notes": self.notes}
 
     def reason(self) -> str:
         c = self.chosen
         what = (f"unpruned at {c.imgsz} px" if not c.pruned else
                 f"pruned at {c.imgsz} px (-{c.flops_reduction:.0%} FLOPs, {c.kept_importance:.0%} of channel importance kept)")
-        return (f"{what}: predicted {self.percentile} {c.predicted_ms:.2f} ms <= budget {self.budget_ms:g} ms "
-                f"({c.predicted_ms / self.budget_ms:.0%} of it; {self.source}); sizes {self.sizes.why}; "
-                f"ranked by {self.proxy}")
+        timed = f", timed here {c.measured_ms:.2f} ms" if c.measured_ms is not None else ""
+        return (f"{what}, {c.precision}: predicted {self.percentile} {c.predicted_ms:.2f} ms{timed} <= budget "
+                f"{self.budget_ms:g} ms ({c.predicted_ms / self.budget_ms:.0%} of it, {self.margin:.0%} kept free; "
+                f"{self.source}); sizes {self.sizes.why}; ranked by {self.proxy}")
 
 
 def predict_module(module: nn.Module, imgsz: int, predict: Predictor) -> float:
@@ -76,7 +92,11 @@ def predict_module(module: nn.Module, imgsz: int, predict: Predictor) -> float:
     return float(predict.module_fn(module, imgsz))
 
 
-def fastest(model: nn.Module, target: Target, sizes: Sizes, predict: Predictor, cfg: PruneConfig) -> tuple[float, int]:
+def at_precision(target: Target, precision: str) -> Target:
+    return dataclasses.replace(target, recipe=dataclasses.replace(target.recipe, precision=precision))
+
+
+def fastest(model: nn.Module, sizes: Sizes, predict: Predictor, cfg: PruneConfig) -> tuple[float, int]:
     """The lowest prediction any candidate can reach (every group at its floor, smallest size): what a budget
     below it cannot be met with."""
     imgsz = min(sizes.candidates)
@@ -86,13 +106,20 @@ def fastest(model: nn.Module, target: Target, sizes: Sizes, predict: Predictor, 
     return allocation.floor_ms, imgsz
 
 
-def check_reachable(model: nn.Module, target: Target, sizes: Sizes, predict: Predictor, cfg: PruneConfig) -> None:
-    floor_ms, imgsz = fastest(model, target, sizes, predict, cfg)
-    if floor_ms > target.budget.latency_ms:
+def check_reachable(model: nn.Module, target: Target, sizes: Sizes, predictors: "dict[str, Predictor] | Predictor",
+                    cfg: PruneConfig) -> None:
+    """One clear error when no precision, size and width can meet the budget (margin included)."""
+    predictors = predictors if isinstance(predictors, dict) else {target.recipe.precision: predictors}
+    aim = target.budget.latency_ms * (1 - target.budget.margin)
+    floors = {p: fastest(model, sizes, predict, cfg) for p, predict in predictors.items()}
+    precision, (floor_ms, imgsz) = min(floors.items(), key=lambda kv: kv[1][0])
+    if floor_ms > aim:
+        predict = predictors[precision]
         raise EdgepruneError(
             f"latency budget {target.budget.latency_ms:g} ms ({predict.percentile}) cannot be met: the fastest "
-            f"candidate (every prunable group at its floor, {imgsz} px) is predicted at {floor_ms:.2f} ms "
-            f"({predict.source})",
+            f"candidate (every prunable group at its floor, {imgsz} px, {precision}) is predicted at {floor_ms:.2f} ms"
+            f"{f' (the plan aims at {aim:.2f} ms, {target.budget.margin:.0%} kept free)' if target.budget.margin else ''}"
+            f" ({predict.source})",
             "raise budget.latency_ms (--budget), add smaller recipe.imgsz_candidates, or prune to a FLOPs goal (--flops)")
 
 
@@ -103,7 +130,7 @@ def _at(cfg: PruneConfig, imgsz: int) -> PruneConfig:
 def fit_size(model: nn.Module, imgsz: int, budget_ms: float, predict: Predictor, cfg: PruneConfig,
              timer: Callable[[nn.Module, int], float] | None = None, batches: Batches = None) -> Candidate | None:
     """The knapsack's widths at one size, corrected until the real pruned model is predicted (and, with a
-    timer, measured) within the budget; None when nothing at this size fits. `batches(imgsz)`: labelled
+    timer, measured) within `budget_ms`; None when nothing at this size fits. `batches(imgsz)`: labelled
     batches for data criteria (taylor)."""
     cfg = _at(cfg, imgsz)
     data = (lambda: batches(imgsz)) if batches else (lambda: None)
@@ -127,36 +154,67 @@ def fit_size(model: nn.Module, imgsz: int, budget_ms: float, predict: Predictor,
     return None
 
 
-def plan_budget(model: nn.Module, target: Target, sizes: Sizes, latency_model, cfg: PruneConfig,
-                proxy: Callable[[nn.Module, int], float], timer: Callable[[nn.Module, int], float] | None = None,
-                anchor: Callable[[nn.Module, int], float] | None = None, batches: Batches = None) -> BudgetPlan:
-    """Candidates at every size, ranked by `proxy`; `anchor` (optional) scales an estimate to a timing here."""
-    predict = predictor_for(target, latency_model)
-    budget = target.budget.latency_ms
-    notes = []
-    if anchor is not None and not predict.measured:
-        predict, note = anchored(predict, model, sizes, anchor)
-        notes.append(note)
-    check_reachable(model, target, sizes, predict, cfg)
-    candidates = []
-    for imgsz in sizes.candidates:
-        candidate = fit_size(model, imgsz, budget, predict, cfg, timer, batches)
-        if candidate is None:
-            notes.append(f"{imgsz} px: no widths fit the budget")
+def predictors_for(model: nn.Module, target: Target, sizes: Sizes, latency_model, timer: Timer | None,
+                   notes: list[str]) -> dict[str, Predictor]:
+    """A predictor per searched precision. A device table predicts only the precision it was measured at; an
+    estimate is anchored to a timing here when the device is this machine."""
+    predictors = {}
+    for precision in target.recipe.searched_precisions:
+        if latency_model is not None and latency_model.key.get("precision") != precision:
+            notes.append(f"{precision}: not searched — the latency table was measured at "
+                         f"{latency_model.key.get('precision')} (probe the device at {precision} to compare)")
             continue
-        module = (prune_to_widths(model, candidate.keep, _at(cfg, imgsz), batches(imgsz) if batches else None)[0]
-                  if candidate.pruned else model)
-        candidate.proxy_map = round(proxy(module, imgsz), 4)
-        candidates.append(candidate)
-        print(f"  budget plan {imgsz} px: {'pruned' if candidate.pruned else 'unpruned'}, predicted "
-              f"{candidate.predicted_ms:.2f} ms, proxy mAP50-95 {candidate.proxy_map:.3f}")
-        if not candidate.pruned:
-            break  # smaller sizes of an unpruned model that fits only lose accuracy
+        target_p = at_precision(target, precision)
+        predict = predictor_for(target_p, latency_model)
+        if timer is not None and not predict.measured:
+            predict, note = anchored(predict, model, sizes, lambda m, s, p=precision: timer(m, s, p))
+            notes.append(f"{precision}: {note}")
+        predictors[precision] = predict
+    return predictors
+
+
+def plan_budget(model: nn.Module, target: Target, sizes: Sizes, latency_model, cfg: PruneConfig,
+                proxy: Callable[[nn.Module, int], float], timer: Timer | None = None,
+                batches: Batches = None) -> BudgetPlan:
+    """Candidates at every precision and size, ranked by `proxy`; with `timer` (the device is this machine) the
+    estimate is anchored to a timing here and every candidate is timed."""
+    budget, margin = target.budget.latency_ms, target.budget.margin
+    aim = budget * (1 - margin)
+    notes: list[str] = []
+    predictors = predictors_for(model, target, sizes, latency_model, timer, notes)
+    check_reachable(model, target, sizes, predictors, cfg)
+    charge = target.recipe.quantize.max_map_drop if len(predictors) > 1 else 0.0
+    if charge:
+        notes.append(f"int8 candidates are charged {charge:g} mAP50-95 (the INT8 guard's allowed drop) against "
+                     "float precisions, whose artefacts keep the FP32 accuracy")
+    candidates, proxies = [], {}
+    for precision, predict in predictors.items():
+        time_at = (lambda m, s, p=precision: timer(m, s, p)) if timer else None
+        for imgsz in sizes.candidates:
+            candidate = fit_size(model, imgsz, aim, predict, cfg, time_at, batches)
+            if candidate is None:
+                notes.append(f"{precision} {imgsz} px: no widths fit the budget")
+                continue
+            candidate.precision = precision
+            widths = (imgsz, tuple(sorted(candidate.keep.items())))
+            if widths not in proxies:  # the proxy is of the FP32 model: one per size and widths
+                module = (prune_to_widths(model, candidate.keep, _at(cfg, imgsz), batches(imgsz) if batches else None)[0]
+                          if candidate.pruned else model)
+                proxies[widths] = round(proxy(module, imgsz), 4)
+            candidate.proxy_map = proxies[widths]
+            candidate.score = round(candidate.proxy_map - (charge if precision == "int8" else 0.0), 4)
+            candidates.append(candidate)
+            print(f"  budget plan {precision} {imgsz} px: {'pruned' if candidate.pruned else 'unpruned'}, predicted "
+                  f"{candidate.predicted_ms:.2f} ms, proxy mAP50-95 {candidate.proxy_map:.3f}")
+            if not candidate.pruned:
+                break  # smaller sizes of an unpruned model that fits only lose accuracy
     if not candidates:
-        raise EdgepruneError(f"latency budget {budget:g} ms: no candidate size fits after correction ({predict.source})",
+        raise EdgepruneError(f"latency budget {budget:g} ms: no candidate size fits after correction "
+                             f"({', '.join(p.source for p in predictors.values())})",
                              "raise budget.latency_ms (--budget) or prune to a FLOPs goal (--flops)")
-    chosen = max(candidates, key=lambda c: (c.proxy_map, -c.predicted_ms))
-    return BudgetPlan(budget, predict.percentile, predict.source, sizes, candidates, chosen, PROXY_NAME, notes)
+    chosen = max(candidates, key=lambda c: (c.score, -c.predicted_ms))
+    return BudgetPlan(budget, predictors[chosen.precision].percentile, predictors[chosen.precision].source, sizes,
+                      candidates, chosen, PROXY_NAME, notes, margin)
 
 
 def anchored(predict: Predictor, model: nn.Module, sizes: Sizes, timer: Callable[[nn.Module, int], float]):
@@ -167,4 +225,3 @@ def anchored(predict: Predictor, model: nn.Module, sizes: Sizes, timer: Callable
     source = f"{predict.source}, scaled x{scale:.2f} to the unpruned model timed on this machine"
     return (predict.scaled(scale, source),
             f"estimate anchored at {imgsz} px: measured {measured:.2f} ms vs estimated {estimated:.2f} ms")
-

@@ -20,6 +20,18 @@ def feature_names() -> list[str]:
             + ["head_outputs_m"])
 
 
+def deployed_convs(model: nn.Module) -> list[nn.Conv2d]:
+    """The convolutions the exported graph runs. An end-to-end head (YOLO26) computes both its one-to-many and
+    one-to-one branches in eval mode, but the export keeps only the branch used for inference (Ultralytics'
+    Detect.fuse), so the other branch costs nothing on the device and must not count."""
+    head = model.model[-1]
+    unused: set[nn.Module] = set()
+    if getattr(head, "one2one_cv2", None) is not None:
+        branches = ("cv2", "cv3") if getattr(head, "end2end", False) else ("one2one_cv2", "one2one_cv3")
+        unused = {m for b in branches for m in (getattr(head, b, None) or nn.Module()).modules()}
+    return [m for m in model.modules() if isinstance(m, nn.Conv2d) and m not in unused]
+
+
 def latency_features(model: nn.Module, imgsz: int) -> dict[str, float]:
     """Per stride: GMACs of every convolution and millions of elements it writes; the head's output size."""
     macs = {s: 0.0 for s in STRIDES}
@@ -35,7 +47,7 @@ def latency_features(model: nn.Module, imgsz: int) -> dict[str, float]:
         macs[stride] += h * w * cout * kh * kw * conv.in_channels / conv.groups / 1e9
         acts[stride] += output.numel() / 1e6
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    handles = [m.register_forward_hook(hook) for m in deployed_convs(model)]
     try:
         with torch.inference_mode():
             model.eval()(torch.zeros(1, 3, imgsz, imgsz))

@@ -135,3 +135,18 @@ def refuse_split_blocks(model: nn.Module) -> None:
 def split_pairs(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
     """The (cv1a.conv, cv1b.conv) pairs that must keep equally many channels."""
     return [(m.cv1a.conv, m.cv1b.conv) for m in model.modules() if hasattr(m, "cv1a")]
+
+
+def head_twins(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+    """Corresponding convs of an end-to-end head's one-to-many and one-to-one branches (YOLO26): pruned as one
+    unit, so the branch trained beside the deployed one keeps its shape, and the importance both branches give
+    a channel decides it."""
+    head = model.model[-1]
+    pairs = []
+    for many, one in (("cv2", "one2one_cv2"), ("cv3", "one2one_cv3")):
+        if getattr(head, one, None) is None or getattr(head, many, None) is None:
+            continue
+        convs = [[c for c in branch.modules() if isinstance(c, nn.Conv2d)] for branch in (getattr(head, many),
+                                                                                           getattr(head, one))]
+        pairs += list(zip(*convs))
+    return pairs

@@ -33,10 +33,23 @@ def is_model_yaml(spec: str) -> bool:
     return str(spec).endswith(MODEL_YAML_SUFFIXES)
 
 
+def use_nms_free_head(model: DetectionModel) -> DetectionModel:
+    """Infer with an end-to-end model's one-to-one head (YOLO26), the NMS-free graph every target deploys.
+
+    Ultralytics 8.4 builds and loads such models on their one-to-many head plus NMS unless asked otherwise
+    (`nms=False`); the one-to-one head is the one that needs no NMS on the device and that its CPU speed
+    claims are measured with. Models without a one-to-one head are left as they are.
+    """
+    head = model.model[-1]
+    if getattr(head, "one2one_cv2", None) is not None:
+        head.end2end = True
+    return model
+
+
 def build_from_yaml(spec: str, nc: int | None) -> DetectionModel:
     """A fresh, randomly initialised model from an Ultralytics yaml such as 'yolo11n.yaml' (nc None: the yaml's)."""
     try:
-        return DetectionModel(spec, nc=nc, verbose=False)
+        return use_nms_free_head(DetectionModel(spec, nc=nc, verbose=False))
     except FileNotFoundError:
         raise EdgepruneError(f"model yaml {spec!r} not found",
                              "use an Ultralytics model yaml such as yolo11n.yaml, yolov8n.yaml or yolo26n.yaml") from None
@@ -54,7 +67,7 @@ def load_model(path: str | Path, trust: bool = False) -> DetectionModel:
         kind = type(model).__name__
         raise EdgepruneError(f"{path} holds a {kind}, not a YOLO detection model",
                              "edgeprune deploys detection checkpoints (yolo*n.pt, not -seg/-pose/-cls/-obb)")
-    return model.float().eval()
+    return use_nms_free_head(model.float().eval())
 
 
 def save_model(model: DetectionModel, path: Path, meta: dict | None = None) -> Path:

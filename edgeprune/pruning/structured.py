@@ -31,7 +31,7 @@ from torch import nn
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.evaluation.model_stats import count_macs
-from edgeprune.models.blocks import refuse_split_blocks, split_pairs, unfuse_split_blocks
+from edgeprune.models.blocks import head_twins, refuse_split_blocks, split_pairs, unfuse_split_blocks
 from edgeprune.pruning import replay as replay_record
 from edgeprune.pruning.search import search
 from edgeprune.pruning.taylor import accumulate_loss_gradients, clear_gradients
@@ -169,7 +169,8 @@ class _Survey:
     channels: dict[str, int]  # group root -> channels
     scores: dict[str, torch.Tensor]  # group root -> importance per channel / group mean
     fixed: dict[str, float]  # group root -> override ratio
-    pairs: list[tuple[str | None, str | None]]  # roots of split halves that must stay equally wide (None: locked)
+    pairs: list[tuple[str | None, str | None]]  # roots that must stay equally wide: split halves, an end-to-end
+    # head's twin branches (None: locked)
     locked: dict[str, str]  # module name -> reason it is not pruned
     effects: dict[str, list[tuple[str, str, int]]] = field(default_factory=dict)  # root -> convs it narrows (_effects)
 
@@ -201,8 +202,10 @@ def _survey(model: nn.Module, cfg: PruneConfig, batches: Iterable[dict] | None) 
     clear_gradients(work)
     conv_to_root = {conv: names[root] for root, g in groups.items() for conv in _out_convs(g)
                     if names[root] in survey.channels}
-    for a, b in split_pairs(work):
-        survey.pairs.append((conv_to_root.get(a), conv_to_root.get(b)))
+    for a, b in split_pairs(work) + head_twins(work):
+        pair = (conv_to_root.get(a), conv_to_root.get(b))
+        if pair != (None, None) and pair not in survey.pairs:
+            survey.pairs.append(pair)
     return survey
 
 

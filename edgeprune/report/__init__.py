@@ -106,14 +106,18 @@ def device_lines(target: Target, estimate: dict | None, device_results: list[dic
     return lines
 
 
+def is_chosen(candidate: dict, plan: dict) -> bool:
+    chosen = plan["chosen"]
+    return all(candidate.get(k) == chosen.get(k) for k in ("imgsz", "pruned", "precision"))
+
+
 def budget_table(plan: dict) -> Table:
-    """One row per candidate input size the budget search kept."""
-    rows = [(f"{c['imgsz']} px" + (" (chosen)" if (c["imgsz"], c["pruned"]) == (plan["chosen"]["imgsz"],
-                                                                               plan["chosen"]["pruned"]) else ""),
+    """One row per candidate (precision, input size) the budget search kept."""
+    rows = [(f"{c['imgsz']} px" + (" (chosen)" if is_chosen(c, plan) else ""), c.get("precision", ""),
              "pruned" if c["pruned"] else "unpruned", f"{c['flops_reduction']:.0%}", f"{c['predicted_ms']:.2f}",
              "" if c.get("measured_ms") is None else f"{c['measured_ms']:.2f}", f"{c['proxy_map']:.3f}")
             for c in plan["candidates"]]
-    return Table(("input size", "compression", "FLOPs removed", f"predicted {plan['percentile']} ms",
+    return Table(("input size", "precision", "compression", "FLOPs removed", f"predicted {plan['percentile']} ms",
                   "timed here ms", "proxy mAP50-95"), tuple(rows))
 
 
@@ -144,7 +148,8 @@ def blocks(meta: dict, target: Target) -> list:
     plan = meta.get("budget_plan")
     if plan:
         out += [Heading("How the compression was chosen: the latency budget"), Paragraph(plan["reason"]),
-                budget_table(plan), Image(FIGURES["budget"], "budget search candidates")]
+                budget_table(plan), *[Paragraph(f"Note: {n}") for n in plan.get("notes", [])],
+                Image(FIGURES["budget"], "budget search candidates")]
     if meta.get("pruned_widths"):
         out += [Heading("Kept channels per layer"), Image(FIGURES["widths"], "output channels per layer")]
     guard = (meta.get("quantization") or {}).get("accuracy_guard")

@@ -152,17 +152,20 @@ def budget_candidates(plan: dict, out: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     chosen = plan["chosen"]
+    several = len({c.get("precision") for c in plan["candidates"]}) > 1
     for c in plan["candidates"]:
-        is_chosen = (c["imgsz"], c["pruned"]) == (chosen["imgsz"], chosen["pruned"])
+        is_chosen = all(c.get(k) == chosen.get(k) for k in ("imgsz", "pruned", "precision"))
         color = "tab:green" if is_chosen else HOST
-        ax.scatter(c["predicted_ms"], c["proxy_map"], color=color, s=60 if is_chosen else 30, zorder=3)
-        what = f"{c['imgsz']} px, " + (f"-{c['flops_reduction']:.0%} FLOPs" if c["pruned"] else "unpruned")
+        ax.scatter(c["predicted_ms"], c["proxy_map"], color=color, s=60 if is_chosen else 30, zorder=3,
+                   marker="s" if several and c.get("precision") != "int8" else "o")
+        what = (f"{c.get('precision')} " if several else "") + f"{c['imgsz']} px, " + (
+            f"-{c['flops_reduction']:.0%} FLOPs" if c["pruned"] else "unpruned")
         _label(ax, c["predicted_ms"], c["proxy_map"], what + (" (chosen)" if is_chosen else ""), color, False)
     ax.axvline(plan["budget_ms"], color="tab:red", ls="--", lw=1, label=f"budget {plan['budget_ms']:g} ms")
     ax.set_xlim(0, plan["budget_ms"] * 1.15)
     ax.set_xlabel(f"predicted {plan['percentile']} latency, ms ({plan['source']})", fontsize=8)
     ax.set_ylabel("proxy mAP50-95 (adaptive BN)")
-    ax.set_title("budget search: candidates per input size")
+    ax.set_title("budget search: candidates per input size" + (" and precision" if several else ""))
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
     return _save(fig, out)

@@ -50,7 +50,8 @@ class TrainConfig:
                   if not k.startswith("distill_") and k != "qat"}
         values.update(data=str(data_yaml), project=str(project.parent.resolve()), name=project.name, exist_ok=True,
                       deterministic=True, plots=False, val=True, amp=torch.cuda.is_available(), workers=0,
-                      pretrained=False, verbose=False, model="edgeprune-in-memory.yaml")
+                      pretrained=False, verbose=False, model="edgeprune-in-memory.yaml",
+                      nms=False)  # validate an end-to-end model on the NMS-free head it is deployed with
         if not values["device"]:
             values.pop("device")
         return values

@@ -18,11 +18,12 @@ from edgeprune.formats.onnx.export import export_fp16, export_int8
 from edgeprune.formats.onnx.qdq import qdq_checks
 from edgeprune.manifest import atomic_write_bytes, atomic_write_text
 
-# ONNX operators the TensorRT 10 parser supports that YOLO graphs use (TensorRT docs, operators.md).
+# ONNX operators the TensorRT 10 parser supports that YOLO graphs use (TensorRT docs, operators.md); an
+# end-to-end head (YOLO26) adds TopK, GatherElements and Mod (Mod needs TensorRT >= 8.5; JetPack 6 ships 10.3).
 TENSORRT_OPS = frozenset({
     "Add", "AveragePool", "BatchNormalization", "Cast", "Concat", "Constant", "Conv", "ConvTranspose",
-    "DequantizeLinear", "Div", "Expand", "Flatten", "Gather", "Gemm", "GlobalAveragePool", "HardSigmoid",
-    "HardSwish", "Identity", "LeakyRelu", "MatMul", "Max", "MaxPool", "Min", "Mul", "Pad", "Pow",
+    "DequantizeLinear", "Div", "Expand", "Flatten", "Gather", "GatherElements", "Gemm", "GlobalAveragePool",
+    "HardSigmoid", "HardSwish", "Identity", "LeakyRelu", "MatMul", "Max", "MaxPool", "Min", "Mod", "Mul", "Pad", "Pow",
     "QuantizeLinear", "ReduceMax", "ReduceMean", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice",
     "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Tanh", "TopK", "Transpose", "Unsqueeze", "Where",
 })
