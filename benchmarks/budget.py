@@ -9,14 +9,17 @@ the same fine-tuning epochs for every row:
   (c) the unpruned model at the largest candidate size whose measured latency fits the budget;
   (d) the next smaller official architecture: none exists below the n scale of these families, so it is
       reported as not applicable.
-Runtimes: LiteRT full-INT8 `.tflite` (the rpi profile's artefact; its latency model is a probe timed and
-fitted on this host) and ONNX Runtime FP32 (the host profile: the roofline anchored to a timing here).
-Budgets are fractions of the unpruned model's measured latency at its largest size. Every row is fine-tuned
-N epochs ((c) too: the input size changed), exported through the same INT8 guard (PTQ levels only: QAT would
-add epochs), and its mAP50-95 measured by running the file (pycocotools on the full val split). All files of
-one (family, runtime) are finally timed side by side in interleaved turns. Rows are cached by architecture,
-size and epochs, so an interrupted run resumes and equal rows (e.g. (a) choosing the unpruned model at a
-smaller size, which is (c)) are trained once.
+Runtimes: LiteRT full-INT8 `.tflite` (the rpi profile's artefact) and ONNX Runtime FP32 (the host profile);
+for each, the plan's latency model is a probe of the checkpoint's pruned variants timed and fitted on this
+host. This shared 2-core machine drifts by tens of per cent within minutes, so every timing is paired: the
+candidate is timed in interleaved turns beside the unpruned model at the largest size (the reference) and
+scaled to the reference's first timing. Budgets are fractions of that reference, and a row fits when its
+measured ratio to the reference, in the final side-by-side run, is at most the budget's fraction.
+Every row is fine-tuned N epochs ((c) too: the input size changed), exported through the same INT8 guard
+(PTQ levels only: QAT would add epochs), and its mAP50-95 measured by running the file (pycocotools on the
+full val split). All files of one (family, runtime) and the reference are finally timed side by side in
+interleaved turns. Rows are cached by architecture, size and epochs, so an interrupted run resumes and equal
+rows (e.g. (a) choosing the unpruned model at a smaller size, which is (c)) are trained once.
 
     python -m benchmarks.budget --out bench/budget                 # make bench-budget
 """
@@ -41,6 +44,7 @@ from edgeprune.budget.plan import plan_budget
 from edgeprune.budget.proxy import proxy_map
 from edgeprune.budget.sizes import candidate_sizes
 from edgeprune.budget.timing import here_timer
+from edgeprune.data.batches import loss_batches
 from edgeprune.data.dataset import load_dataset
 from edgeprune.evaluation.artefact import artefact_metrics
 from edgeprune.evaluation.detection import evaluate, torch_runner
@@ -51,7 +55,7 @@ from edgeprune.latency.probe import ProbePlan, build_probe
 from edgeprune.manifest import atomic_write_json, atomic_write_text, sha256_file
 from edgeprune.models.checkpoint import load_model, save_model
 from edgeprune.paths import PROJECT_ROOT
-from edgeprune.pruning.structured import PruneConfig, prune, prune_to_widths
+from edgeprune.pruning.structured import DATA_CRITERIA, PruneConfig, prune, prune_to_widths
 from edgeprune.quantize.calibration import calibration_set
 from edgeprune.quantize.guard import export_with_guard
 from edgeprune.targets import load_target
@@ -91,9 +95,10 @@ def probed_latency_model(base, target, data, folder: Path, sizes: tuple[int, ...
 class Rows:
     """Fine-tune, export (INT8 guard) and evaluate a row once; the result is cached on disk by its key."""
 
-    def __init__(self, data, target, epochs: int, work: Path, source: str, threads: int):
+    def __init__(self, data, target, epochs: int, work: Path, tuned_dir: Path, source: str, threads: int):
         self.data, self.target, self.epochs, self.work, self.source, self.threads = (data, target, epochs, work,
                                                                                      source, threads)
+        self.tuned_dir = tuned_dir  # fine-tuned models, shared by the runtimes of one family
         self.exporter = formats.get(target.device.format)
 
     def finish(self, model: torch.nn.Module, imgsz: int) -> dict:
@@ -104,12 +109,12 @@ class Rows:
             return json.loads(done.read_text())
         start = time.time()
         folder.mkdir(parents=True, exist_ok=True)
-        tuned_pt = folder / "tuned.pt"
+        tuned_pt = self.tuned_dir / key / "tuned.pt"
         if tuned_pt.exists():
             tuned = load_model(tuned_pt)
         else:
-            tuned = train(model, self.data, finetune_recipe(self.epochs, imgsz), folder / "finetune") if self.epochs \
-                else model
+            tuned = (train(model, self.data, finetune_recipe(self.epochs, imgsz), tuned_pt.parent / "finetune")
+                     if self.epochs else model)
             save_model(tuned, tuned_pt)
         precision = self.target.recipe.precision
         fp32 = evaluate(torch_runner(tuned), self.data, imgsz, desc=f"row {key} FP32")["map50_95"]
@@ -129,13 +134,14 @@ class Rows:
 
 
 def uniform_matching(base, target, imgsz: int, goal_ms: float, budget_ms: float, timer, steps: int = 7):
-    """Uniform FLOPs pruning at `imgsz` whose measured latency is nearest `goal_ms` without exceeding the budget
-    (bisection over the FLOPs goal; each trial exported and timed here)."""
+    """Today's `--flops` pruning (uniform ratio, l2 magnitude, the default before the budget drove pruning) at
+    `imgsz`, whose measured latency is nearest `goal_ms` without exceeding the budget (bisection over the FLOPs
+    goal; each trial exported and timed here)."""
     lo, hi, trials = 0.0, 0.9, []
     precision = target.recipe.precision
     for _ in range(steps):
         goal = (lo + hi) / 2
-        model, result = prune(base, PruneConfig(flops_reduction=goal, criterion=target.recipe.prune.criterion,
+        model, result = prune(base, PruneConfig(flops_reduction=goal, criterion="l2",
                                                 round_to=target.device.round_to, imgsz=imgsz))
         ms = timer(model, imgsz, precision)
         trials.append((abs(ms - goal_ms), ms > budget_ms, goal, ms, model, result))
@@ -158,20 +164,20 @@ def run_family(name: str, runtime: str, fractions: list[float], epochs: int, out
     base = load_model(path)
     sizes = candidate_sizes(target, data, base)
     work = out / f"{Path(name).stem}-{runtime}"
-    timer = here_timer(target, data, work / "timing")
+    timer = here_timer(target, data, work / "timing", reference=(base, sizes.largest))
     precision = target.recipe.precision
-    latency_model = None
-    if runtime.startswith("litert"):
-        probe_sizes = tuple(sorted({sizes.largest, sizes.candidates[len(sizes.candidates) // 2], min(sizes.candidates)},
-                                   reverse=True))
-        latency_model = probed_latency_model(base, target, data, work / "probe", probe_sizes, probe_variants)
+    probe_sizes = tuple(sorted({sizes.largest, sizes.candidates[len(sizes.candidates) // 2], min(sizes.candidates)},
+                               reverse=True))
+    latency_model = probed_latency_model(base, target, data, work / "probe", probe_sizes, probe_variants)
     unpruned = {s: timer(base, s, precision) for s in sizes.candidates}  # (c)'s candidates, and the budgets' base
     reference_ms = unpruned[sizes.largest]
-    rows_cache = Rows(data, target, epochs, work, sha256_file(path)[:16], threads)
+    rows_cache = Rows(data, target, epochs, work, out / f"{Path(name).stem}-tuned", sha256_file(path)[:16], threads)
     proxy_images = {s: calibration_set(data, s, PROXY_TRAIN) for s in sizes.candidates}
 
     def proxy(model, imgsz):
         return proxy_map(model, data, imgsz, proxy_images[imgsz], PROXY_VAL)
+
+    batches = (lambda s: loss_batches(data, s)) if target.recipe.prune.criterion in DATA_CRITERIA else None
 
     budgets, rows = [], []
     for fraction in fractions:
@@ -180,10 +186,10 @@ def run_family(name: str, runtime: str, fractions: list[float], epochs: int, out
         cfg = PruneConfig(criterion=target.recipe.prune.criterion, round_to=target.device.round_to,
                           imgsz=sizes.largest)
         print(f"{name} {runtime}: budget {budget:.2f} ms ({fraction:g} of the unpruned {reference_ms:.2f} ms)")
-        plan = plan_budget(base, tb, sizes, latency_model, cfg, proxy, timer=timer)
+        plan = plan_budget(base, tb, sizes, latency_model, cfg, proxy, timer=timer, batches=batches)
         chosen = plan.chosen
-        a_model = (prune_to_widths(base, chosen.keep, dataclasses.replace(cfg, imgsz=chosen.imgsz))[0]
-                   if chosen.pruned else base)
+        a_model = (prune_to_widths(base, chosen.keep, dataclasses.replace(cfg, imgsz=chosen.imgsz),
+                                   batches(chosen.imgsz) if batches else None)[0] if chosen.pruned else base)
         a_ms = chosen.measured_ms or timer(a_model, chosen.imgsz, precision)
         b_model, b_info = uniform_matching(base, tb, sizes.largest, a_ms, budget, timer)
         fits = [s for s in sizes.candidates if unpruned[s] <= budget]
@@ -203,9 +209,12 @@ def run_family(name: str, runtime: str, fractions: list[float], epochs: int, out
                          **extra, **finished})
             print(f"  ({row}) {imgsz} px: artefact mAP50-95 {finished['map50_95']:.4f}")
         atomic_write_json(work / "partial.json", {"budgets": budgets, "rows": rows})
-    timed = time_side_by_side(rows, threads, target.budget.percentile)
+    reference_file = next((work / "timing" / f"reference-{precision}").glob(f"model*{rows_cache.exporter.caps.suffix}"))
+    timed = time_side_by_side(rows, (reference_file, sizes.largest), threads, target.budget.percentile)
     for row in rows:
         row.update(timed[row["key"]])
+        row["measured_scaled_ms"] = round(row["ratio_to_reference"] * reference_ms, 3)
+        row["within_budget"] = row["ratio_to_reference"] <= row["budget_fraction"]
     return {"family": name, "checkpoint": str(path), "runtime": runtime, "target": target.name, "threads": threads,
             "precision": precision, "epochs": epochs, "percentile": target.budget.percentile,
             "sizes": list(sizes.candidates), "unpruned_ms": {str(k): v for k, v in unpruned.items()},
@@ -216,14 +225,16 @@ def run_family(name: str, runtime: str, fractions: list[float], epochs: int, out
             "wall_s": round(time.time() - start, 1)}
 
 
-def time_side_by_side(rows: list[dict], threads: int, percentile: int) -> dict:
-    files = {r["key"]: (Path(r["file"]), r["imgsz"]) for r in rows}
+def time_side_by_side(rows: list[dict], reference: tuple[Path, int], threads: int, percentile: int) -> dict:
+    """Every row's file and the reference in interleaved turns: ms here, and the ratio to the reference."""
+    files = {r["key"]: (Path(r["file"]), r["imgsz"]) for r in rows} | {"reference": reference}
     runners = {k: formats.load_runner(p, threads=threads, imgsz=s) for k, (p, s) in files.items()}
     timed = measure_interleaved({k: r.run for k, r in runners.items()}, {k: s for k, (_, s) in files.items()},
                                 rounds=12)
     key = f"p{percentile}_ms"
-    return {k: {"measured_p50_ms": t["p50_ms"], "measured_p90_ms": t["p90_ms"],
-                "measured_budget_ms": t.get(key, t["p99_ms"])} for k, t in timed.items()}
+    pick = lambda t: t.get(key, t["p99_ms"])  # noqa: E731
+    return {k: {"measured_p50_ms": t["p50_ms"], "measured_p90_ms": t["p90_ms"], "measured_budget_ms": pick(t),
+                "ratio_to_reference": round(pick(t) / pick(timed["reference"]), 4)} for k, t in timed.items()}
 
 
 def summarize(budgets: list[dict], rows: list[dict]) -> list[dict]:
@@ -233,12 +244,12 @@ def summarize(budgets: list[dict], rows: list[dict]) -> list[dict]:
         a = by["a"]
         entry = {"fraction": b["fraction"], "budget_ms": b["budget_ms"], "a_map": a["map50_95"],
                  "a_imgsz": a["imgsz"], "a_pruned": a.get("flops_reduction", 0) > 0,
-                 "a_measured_ms": a["measured_budget_ms"], "a_within": a["measured_budget_ms"] <= b["budget_ms"],
-                 "a_use": round(a["measured_budget_ms"] / b["budget_ms"], 3)}
+                 "a_measured_ms": a["measured_scaled_ms"], "a_within": a["within_budget"],
+                 "a_use": round(a["ratio_to_reference"] / b["fraction"], 3)}
         for other in ("b", "c"):
             if other in by:
                 entry[f"{other}_map"] = by[other]["map50_95"]
-                entry[f"{other}_measured_ms"] = by[other]["measured_budget_ms"]
+                entry[f"{other}_measured_ms"] = by[other]["measured_scaled_ms"]
                 entry[f"a_minus_{other}"] = round(a["map50_95"] - by[other]["map50_95"], 4)
         out.append(entry)
     return out
@@ -266,8 +277,9 @@ def markdown(results: list[dict], command: str) -> str:
     lines = ["# Budget benchmark: edgeprune's budget search vs the simple alternatives at equal measured latency", "",
              f"`{command}`", "",
              "mAP50-95: pycocotools on the bundled val split, each artefact run in its runtime. Latency: every file of "
-             "a family/runtime timed side by side in interleaved turns on this host; budgets are fractions of the "
-             "unpruned model's measured latency at its largest size, at the budget's percentile.", "",
+             "a family/runtime timed side by side with the unpruned model at its largest size (the reference) in "
+             "interleaved turns on this host, at the budget's percentile; ms = ratio to the reference x the "
+             "reference's timing the budgets were set from. Budgets are fractions of the reference.", "",
              "| family | runtime | budget | (a) budget search | (b) uniform FLOPs, equal latency | "
              "(c) unpruned, smaller input | a − b | a − c | (a) measured / budget |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -288,13 +300,13 @@ def markdown(results: list[dict], command: str) -> str:
     lines += ["", "Rows (d), the next smaller official architecture: not applicable — n is the smallest official scale of "
               "both families.", "", "All rows:", "",
               "| family | runtime | budget | row | input | FLOPs removed | proxy | FP32 mAP | artefact mAP | guard | "
-              "p50 ms | p90 ms |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "p50 ms | p90 ms | ratio to reference |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for res in results:
         for r in res["rows"]:
             lines.append(f"| {res['family']} | {res['runtime']} | {r['budget_ms']:.2f} | ({r['row']}) {r['label']} | "
                          f"{r['imgsz']} | {r.get('flops_reduction', 0):.0%} | {r.get('proxy_map', float('nan')):.3f} | "
                          f"{r['fp32_map50_95']:.3f} | {r['map50_95']:.3f} | {r['guard']} | {r['measured_p50_ms']:.2f} | "
-                         f"{r['measured_p90_ms']:.2f} |")
+                         f"{r['measured_p90_ms']:.2f} | {r['ratio_to_reference']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -309,7 +321,7 @@ def plot(results: list[dict], out: Path) -> Path:
     for ax, res in zip(axes[0], results):
         for r in res["rows"]:
             color, marker = style[r["row"]]
-            ax.scatter(r["measured_budget_ms"], r["map50_95"], color=color, marker=marker, s=40, zorder=3)
+            ax.scatter(r["measured_scaled_ms"], r["map50_95"], color=color, marker=marker, s=40, zorder=3)
         for b in res["budgets"]:
             ax.axvline(b["budget_ms"], color="tab:red", ls="--", lw=0.8)
         for key, (color, marker) in style.items():

@@ -221,6 +221,8 @@ def plan_budget(model: torch.nn.Module, target: Target | str, data: Dataset, bud
     from edgeprune.budget.proxy import proxy_map
     from edgeprune.budget.sizes import Sizes, candidate_sizes
     from edgeprune.budget.timing import here_timer
+    from edgeprune.data.batches import loss_batches
+    from edgeprune.pruning.structured import DATA_CRITERIA
     from edgeprune.latency.model import LatencyModel, load_model
     from edgeprune.pruning.structured import PruneConfig
     from edgeprune.quantize.calibration import calibration_set
@@ -232,6 +234,8 @@ def plan_budget(model: torch.nn.Module, target: Target | str, data: Dataset, bud
         latency_model = load_model(Path(latency_model))
     found = Sizes(tuple(sorted(sizes, reverse=True)), "given") if sizes else candidate_sizes(target, data, model)
     cfg = PruneConfig(criterion=target.recipe.prune.criterion, round_to=target.device.round_to, imgsz=found.largest)
-    timer = here_timer(target, data, work_dir) if target.device.measure_here and latency_model is None else None
+    timer = (here_timer(target, data, Path(work_dir), reference=(model, found.largest))
+             if target.device.measure_here else None)
+    batches = (lambda s: loss_batches(data, s)) if cfg.criterion in DATA_CRITERIA else None
     return plan(model, target, found, latency_model, cfg,
-                lambda m, s: proxy_map(m, data, s, calibration_set(data, s, 128), 64), timer=timer)
+                lambda m, s: proxy_map(m, data, s, calibration_set(data, s, 128), 64), timer=timer, batches=batches)

@@ -225,10 +225,12 @@ def plan_stage(run: Run) -> Stage | None:
         return proxy_map(model, run.dataset, imgsz, images, val_images)
 
     def work() -> dict:
-        timer = here_timer(target, run.dataset, run.run_dir) if target.device.measure_here else None
+        base = run.load(run.base_pt)
         batches = (lambda imgsz: loss_batches(run.dataset, imgsz, LOSS_IMAGES)) if cfg.criterion in DATA_CRITERIA else None
-        plan = plan_budget(run.load(run.base_pt), target, sizes, run.latency_model, cfg, proxy, timer=timer,
-                           batches=batches)
+        with scratch_dir("plan-timing", dir=run.run_dir) as tmp:  # exported candidates are timed, then dropped
+            timer = (here_timer(target, run.dataset, Path(tmp), reference=(base, sizes.largest))
+                     if target.device.measure_here else None)
+            plan = plan_budget(base, target, sizes, run.latency_model, cfg, proxy, timer=timer, batches=batches)
         out = {**plan.summary(), "reason": plan.reason()}
         atomic_write_json(plan_file, {**out, "keep": plan.chosen.keep})
         print(f"  budget plan: {plan.reason()}")

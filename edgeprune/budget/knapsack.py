@@ -94,13 +94,16 @@ def _items(survey) -> list[list[str]]:
 
 
 def allocate(survey, census: Census, predict: Predictor, budget_ms: float, round_to: int, min_channels: int = 8,
-             max_group_ratio: float = 0.75) -> Allocation:
-    """The widths the greedy knapsack keeps for `budget_ms` (predicted at `predict.percentile`)."""
+             max_group_ratio: float = 0.75, comparable: bool = False) -> Allocation:
+    """The widths the greedy knapsack keeps for `budget_ms` (predicted at `predict.percentile`). `comparable`: the
+    survey's raw scores compare across groups (a loss-based criterion) and are the items' values; otherwise each
+    group's scores divided by their mean are."""
     keep = dict(survey.channels)
     items = _items(survey)
     ladders = {id(item): {m: ladder(survey.channels[m], round_to, min_channels, max_group_ratio) for m in item}
                for item in items}
-    ordered = {m: torch.sort(survey.scores[m]).values for m in survey.channels}
+    values = survey.raw if comparable else survey.scores
+    ordered = {m: torch.sort(values[m]).values for m in survey.channels}
     total = float(sum(s.sum() for s in ordered.values())) or 1.0
     lost = 0.0
     state = _State(census, survey, keep)

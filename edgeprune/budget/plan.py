@@ -3,7 +3,9 @@
 For every candidate precision (the profile's `recipe.precision_candidates`, e.g. INT8 and FP16 on TensorRT)
 and input size, the knapsack (budget.knapsack) finds the widths that fit (the unpruned model when it
 already does), the real pruned model is predicted again and, on a miss, the knapsack's budget is
-tightened until it fits. On a device that is this machine (`device.measure_here`) the candidate is also
+tightened until it fits. With a loss-based criterion (taylor, the profiles' default) channels are valued
+on one scale across layers, as HALP's knapsack needs; magnitude criteria are only comparable within a
+group, so each group's scores are divided by their mean and the knapsack is blind to which layers matter. On a device that is this machine (`device.measure_here`) the candidate is also
 exported and timed here, and a measured miss is corrected the same way. The plan aims below the budget by
 `budget.margin`, so timing noise and model error do not push the artefact over it. Candidates are then
 ranked by the adaptive-BN proxy (budget.proxy); INT8 candidates are charged the accuracy the INT8 guard
@@ -25,7 +27,7 @@ from edgeprune.budget.knapsack import allocate
 from edgeprune.budget.proxy import NAME as PROXY_NAME
 from edgeprune.budget.sizes import Sizes
 from edgeprune.errors import EdgepruneError
-from edgeprune.pruning.structured import PruneConfig, prune_to_widths, split_block_copy, survey
+from edgeprune.pruning.structured import DATA_CRITERIA, PruneConfig, prune_to_widths, split_block_copy, survey
 from edgeprune.targets import Target
 
 Batches = Callable[[int], Iterable[dict]] | None
@@ -138,7 +140,8 @@ def fit_size(model: nn.Module, imgsz: int, budget_ms: float, predict: Predictor,
     census = conv_census(split_block_copy(model), imgsz)
     aim = budget_ms
     for attempt in range(CORRECTIONS + 1):
-        allocation = allocate(found, census, predict, aim, cfg.round_to, cfg.min_channels)
+        allocation = allocate(found, census, predict, aim, cfg.round_to, cfg.min_channels,
+                              comparable=cfg.criterion in DATA_CRITERIA)
         if not allocation.fits:
             return None
         pruned_any = allocation.keep != found.channels

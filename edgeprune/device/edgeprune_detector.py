@@ -310,15 +310,24 @@ class TFLiteBackend:
 
 
 class OnnxRuntimeBackend:
-    """ONNX Runtime, CPU by default; providers listed but not installed are skipped."""
+    """ONNX Runtime, CPU by default; providers listed but not installed are skipped.
+
+    Worker threads block instead of spin-waiting between runs (`spin=False`): a spinning session burns the
+    cores that the rest of a robot's or car's software (and any other session) needs, and stalls them, for a
+    little single-session speed (README, "ONNX Runtime without spin-waiting"). The validation scripts time
+    the same setting the detector runs.
+    """
 
     package = "onnxruntime"
 
-    def __init__(self, path: Path, threads: int | None = None, providers=("CPUExecutionProvider",)):
+    def __init__(self, path: Path, threads: int | None = None, providers=("CPUExecutionProvider",),
+                 spin: bool = False):
         ort = _require("onnxruntime", "onnxruntime")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         usable = [p for p in providers if p in ort.get_available_providers()] or ["CPUExecutionProvider"]

@@ -173,6 +173,8 @@ class _Survey:
     # head's twin branches (None: locked)
     locked: dict[str, str]  # module name -> reason it is not pruned
     effects: dict[str, list[tuple[str, str, int]]] = field(default_factory=dict)  # root -> convs it narrows (_effects)
+    raw: dict[str, torch.Tensor] = field(default_factory=dict)  # the criterion's own scale (comparable across
+    # groups only for loss-based criteria: taylor estimates the loss change of removing each channel)
 
 
 def _survey(model: nn.Module, cfg: PruneConfig, batches: Iterable[dict] | None) -> _Survey:
@@ -197,6 +199,7 @@ def _survey(model: nn.Module, cfg: PruneConfig, batches: Iterable[dict] | None) 
         survey.channels[name] = len(group[0].idxs)
         survey.effects[name] = _effects(group, names)
         survey.scores[name] = scores / scores.mean().clamp_min(1e-12)
+        survey.raw[name] = scores
         if (ratio := _ratio_for(name, cfg)) is not None:
             survey.fixed[name] = ratio
     clear_gradients(work)
