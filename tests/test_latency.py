@@ -204,3 +204,19 @@ def test_an_end_to_end_head_counts_only_the_branch_it_deploys():
     census = conv_census(model, 96)
     assert not any(".23.cv2." in n or ".23.cv3." in n for n in census.convs)
     assert any(".23.one2one_cv3." in n for n in census.convs)
+
+
+def test_the_fit_ties_costs_across_strides_unless_the_timings_ask_for_more():
+    """Cross-validated structure choice: pooled costs when every stride costs the same per GMAC, per-stride costs
+    when one resolution is clearly dearer (e.g. a layout reorder at stride 2)."""
+    from edgeprune.latency.features import feature_names
+
+    names = feature_names()
+    rng = np.random.default_rng(0)
+    x = np.column_stack([np.ones(40)] + [rng.uniform(0.01, 0.3, 40) for _ in names[1:]])
+    pooled = np.array([0.5] + [10.0] * 5 + [2.0] * 5 + [1.0])
+    y = x @ pooled * rng.normal(1, 0.02, 40)
+    assert latency.choose_structure(x, y, names)[0] == "pooled"
+    stride2_dear = pooled.copy()
+    stride2_dear[names.index("gmacs_s2")] = 80.0
+    assert latency.choose_structure(x, x @ stride2_dear * rng.normal(1, 0.02, 40), names)[0] == "per-stride"

@@ -87,6 +87,8 @@ class LatencyModel:
     heldout: dict = field(default_factory=dict)
     device: dict = field(default_factory=dict)
     source: str = ""
+    structure: str = "per-stride"  # which costs were tied (STRUCTURES), chosen by cross-validation
+    cross_validation: dict = field(default_factory=dict)  # structure -> median |error| over k folds of the fit
     format_version: int = MODEL_VERSION
     kind: str = MODEL_KIND
 
@@ -123,6 +125,44 @@ def _split(rows: list[dict], holdout: float, seed: int) -> tuple[list[int], list
     return [i for i in range(len(rows)) if i not in held], sorted(held)
 
 
+STRUCTURES = ("pooled", "per-stride")  # simplest first; pooled: one cost per GMAC and per element written
+FOLDS = 5
+PARSIMONY = 1.10  # a richer structure must beat the simplest's cross-validated error by more than 10 %
+
+
+def _ties(names: list[str], structure: str) -> np.ndarray:
+    """(features, free costs): which features share one cost. Per-stride costs let layout and cache effects differ
+    by resolution; pooled ones have a third of the unknowns, so timing noise moves them less."""
+    if structure == "per-stride":
+        return np.eye(len(names))
+    kinds = [n.split("_s")[0] if n.startswith(("gmacs_s", "mact_s")) else n for n in names]
+    free = list(dict.fromkeys(kinds))
+    return np.array([[1.0 if kind == f else 0.0 for f in free] for kind in kinds])
+
+
+def _fit_tied(x: np.ndarray, y: np.ndarray, ties: np.ndarray) -> np.ndarray:
+    return ties @ _nnls(x @ ties, y)
+
+
+def choose_structure(x: np.ndarray, y: np.ndarray, names: list[str], seed: int = 0) -> tuple[str, dict]:
+    """The simplest cost structure whose cross-validated median error (k-fold, on the fitted rows) is within
+    PARSIMONY of the best one: with tens of noisy timings, fewer unknowns generalise better unless the data
+    clearly asks for more."""
+    order = np.random.default_rng(seed).permutation(len(y))
+    folds = np.array_split(order, min(FOLDS, len(y)))
+    errors = {}
+    for structure in STRUCTURES:
+        ties = _ties(names, structure)
+        if ties.shape[1] >= len(y) - max(len(f) for f in folds):
+            continue  # too few rows to fit this many costs on k-1 folds
+        error = np.concatenate([np.abs(x[f] @ _fit_tied(np.delete(x, f, 0), np.delete(y, f), ties) / y[f] - 1)
+                                for f in folds])
+        errors[structure] = round(float(np.median(error)), 4)
+    best = min(errors.values(), default=0.0)
+    chosen = next((st for st in STRUCTURES if st in errors and errors[st] <= best * PARSIMONY), "pooled")
+    return chosen, errors
+
+
 def heldout_report(predicted: np.ndarray, measured: np.ndarray, names: list[str]) -> dict:
     error = predicted / measured - 1
     worst = np.argsort(-np.abs(error))[:5]
@@ -149,17 +189,22 @@ def fit(table: dict, holdout: float = 0.25, seed: int = 0, source: str = "") -> 
     fitted, held = _split(rows, holdout, seed)
     report = {}
     if held:
-        coef = _nnls(x[fitted], np.array([rows[i]["p50"] for i in fitted]))
+        y = np.array([rows[i]["p50"] for i in fitted])
+        structure, _ = choose_structure(x[fitted], y, names, seed)
+        coef = _fit_tied(x[fitted], y, _ties(names, structure))
         report = heldout_report(x[held] @ coef, np.array([rows[i]["p50"] for i in held]),
                                 [rows[i]["name"] for i in held])
-    coefficients = {p: [float(c) for c in _nnls(x, np.array([r[p] for r in rows]))] for p in PERCENTILES}
+    structure, cv = choose_structure(x, np.array([r["p50"] for r in rows]), names, seed)
+    ties = _ties(names, structure)
+    coefficients = {p: [float(c) for c in _fit_tied(x, np.array([r[p] for r in rows]), ties)] for p in PERCENTILES}
     key = {"target": probe["target"], "runtime": table["runtime"], "runtime_version": table["runtime_version"],
            "threads": table["threads"], "precision": table["precision"], "format": probe["format"]}
     device = table.get("device", {})
     label = source or (f"measured: {device.get('board') or device.get('processor') or device.get('machine')}, "
                        f"{table.get('runtime_label', table['runtime'])} {table['runtime_version']}, "
                        f"{table['threads']} threads")
-    return LatencyModel(key, names, coefficients, sorted({r["imgsz"] for r in rows}), report, device, label)
+    return LatencyModel(key, names, coefficients, sorted({r["imgsz"] for r in rows}), report, device, label,
+                        structure=structure, cross_validation=cv)
 
 
 def check_matches(model: LatencyModel, target, runtime_version: str | None = None) -> None:
