@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export OMP_NUM_THREADS ?= $(shell nproc)
 export YOLO_OFFLINE := 1
 
-.PHONY: setup deploy emulate emulate-tools test test-fast bench bench-guard bench-latency bench-budget bench-prune bench-stream bench-control baseline data clean help
+.PHONY: setup deploy emulate emulate-tools test test-fast bench bench-guard bench-latency bench-budget bench-prune bench-recovery bench-stream bench-control baseline data clean help
 
 help:
 	@echo "make deploy TARGET=rpi [MODEL=yolo11n.pt] [DATA=datasets/x.yaml]   full pipeline -> dist/<target>/"
@@ -93,6 +93,10 @@ bench-latency: setup              # latency model vs measurement on held-out pru
 bench-budget: setup               # budget search vs uniform FLOPs pruning vs a smaller input, same epochs, artefacts run
 	$(BIN)/python -m benchmarks.budget --out bench/budget $(if $(MODELS),--models $(MODELS)) \
 		$(if $(FRACTIONS),--budget-fractions $(FRACTIONS)) $(if $(EPOCHS),--epochs $(EPOCHS))
+
+bench-recovery: setup             # what closes the pruned-vs-unpruned gap at equal epochs (criterion, lr, sparsity, epochs)
+	$(BIN)/python -m benchmarks.recovery --out bench $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) \
+		$(if $(RECIPES),--recipes $(RECIPES))
 
 bench-prune: setup
 	$(BIN)/python -m benchmarks.pruning --out bench $(if $(ACCURACY),--accuracy $(ACCURACY)) \

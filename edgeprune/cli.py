@@ -306,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("deploy", help="prune -> fine-tune -> INT8 -> export -> validate -> bundle for a target")
     p.add_argument("--target", required=True, help="profile name in targets/ (rpi, ...) or a yaml path")
-    p.add_argument("--model", default=None, help="checkpoint .pt or model yaml; default: the project's baseline")
+    p.add_argument("--model", default=None, help="checkpoint .pt, model yaml, or a shipped baseline by name (yolo11n, "
+                   "yolo26n); default: the project's baseline")
     p.add_argument("--data", default=DEFAULT_DATA, help="dataset yaml (Ultralytics format)")
     p.add_argument("--out", default="dist", help="bundles go to OUT/<target>/")
     p.add_argument("--run-dir", default=None, help="working folder (default runs/<target>)")

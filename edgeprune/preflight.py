@@ -69,12 +69,11 @@ def check_budget(model, target: Target, sizes: Sizes, latency_model) -> None:
     timing here (device.measure_here without a table): the plan checks it again then."""
     if target.recipe.prune.goal != "budget" or (target.device.measure_here and latency_model is None):
         return
-    from edgeprune.budget.costs import predictor_for
-    from edgeprune.budget.plan import check_reachable
+    from edgeprune.budget.plan import check_reachable, predictors_for
     from edgeprune.pruning.structured import PruneConfig
 
     cfg = PruneConfig(criterion="l1", round_to=target.device.round_to, imgsz=sizes.largest)
-    check_reachable(model, target, sizes, predictor_for(target, latency_model), cfg)
+    check_reachable(model, target, sizes, predictors_for(model, target, sizes, latency_model, None, []), cfg)
 
 
 def check_dataset(data: str) -> Dataset:
@@ -85,10 +84,25 @@ def check_dataset(data: str) -> Dataset:
     return dataset
 
 
+def shipped_baseline(name: str) -> Path | None:
+    """A short name of a shipped baseline (MODEL=yolo26n -> baselines/yolo26n-synth.pt), or None."""
+    path = DEFAULT_BASELINE.parent / f"{name}-synth.pt"
+    return path if "/" not in name and not Path(name).suffix and path.exists() else None
+
+
 def resolve_model(model: str | None, data: str) -> str:
-    """MODEL, or the shipped baseline when none was given and the data is the bundled dataset."""
+    """MODEL (a path, a model yaml or a shipped baseline's short name), or the shipped default baseline when none
+    was given and the data is the bundled dataset."""
     if model:
-        return model
+        shipped = shipped_baseline(model)
+        if shipped is None and "/" not in model and not Path(model).suffix:
+            names = sorted(p.stem.removesuffix("-synth") for p in DEFAULT_BASELINE.parent.glob("*-synth.pt"))
+            raise EdgepruneError(f"MODEL={model} is neither a file nor a shipped baseline",
+                                 f"use a checkpoint path, a model yaml (yolo11n.yaml) or one of: {', '.join(names)}")
+        if shipped is not None and Path(data).resolve() != BUNDLED_YAML.resolve():
+            raise EdgepruneError(f"MODEL={model} is the shipped baseline of the bundled dataset, not of {data}",
+                                 "pass your own checkpoint, or a model yaml to train one on this dataset")
+        return str(shipped or model)
     if Path(data).resolve() != BUNDLED_YAML.resolve():
         raise EdgepruneError(f"no MODEL given for dataset {data}: the bundled baseline only knows the bundled data",
                              "pass MODEL=<your checkpoint.pt> or MODEL=yolo11n.yaml to train one on this dataset")

@@ -280,3 +280,18 @@ def test_prune_and_finetune_refuse_bad_numbers_in_one_line(capsys):
             main(argv)
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and err.count("\n") == 1 and err.startswith("edgeprune: error: argument"), err
+
+
+def test_shipped_baselines_go_by_short_name(tmp_path):
+    """MODEL=yolo11n is the shipped baseline of the bundled data; an unknown short name, or a shipped name with
+    another dataset, is one clear line."""
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.preflight import BUNDLED_YAML, DEFAULT_BASELINE, resolve_model
+
+    assert resolve_model("yolo11n", str(BUNDLED_YAML)) == str(DEFAULT_BASELINE)
+    assert resolve_model("yolo11n.yaml", str(BUNDLED_YAML)) == "yolo11n.yaml", "a yaml is built, not looked up"
+    with pytest.raises(EdgepruneError, match="neither a file nor a shipped baseline") as error:
+        resolve_model("yolo99n", str(BUNDLED_YAML))
+    assert "yolo11n" in error.value.fix
+    with pytest.raises(EdgepruneError, match="shipped baseline of the bundled dataset"):
+        resolve_model("yolo11n", str(tmp_path / "mine.yaml"))

@@ -203,3 +203,37 @@ def test_a_device_measurement_over_budget_says_how_to_replan():
     assert "make deploy TARGET=rpi LATENCY_TABLE=" in hint and "probe" in hint
     assert replan_hint(target, {"budget": {"pass": True}}) == ""
     assert replan_hint(target, {"dry_run": True, "budget": {"pass": False}}) == "", "dry runs time nothing"
+
+
+def test_precision_is_searched_where_the_runtime_offers_two(tiny_model):
+    """jetson: INT8 and FP16 candidates at every size; INT8 is charged the guard's allowed drop when it competes with
+    FP16; a device table measured at INT8 cannot price FP16, which is then left out with a note."""
+    target = load_target("jetson")
+    assert target.recipe.searched_precisions == ("int8", "fp16")
+    target = dataclasses.replace(target, budget=dataclasses.replace(target.budget, latency_ms=1000.0))
+    sizes = Sizes((96, 64), "test")
+    plan = plan_budget(tiny_model, target, sizes, None, PruneConfig(imgsz=96, round_to=16), lambda m, s: s / 1000)
+    assert {c.precision for c in plan.candidates} == {"int8", "fp16"}
+    by = {c.precision: c for c in plan.candidates}
+    assert by["int8"].score == pytest.approx(by["int8"].proxy_map - target.recipe.quantize.max_map_drop)
+    assert by["fp16"].score == by["fp16"].proxy_map and plan.chosen.precision == "fp16", "equal proxies: FP16 wins"
+    assert any("charged" in n for n in plan.notes) and "fp16" in plan.reason()
+
+    class Table:  # only the key and a flat cost matter here
+        key = {"precision": "int8", "runtime": "tensorrt", "threads": 1}
+        source = "measured: a test device"
+        coefficients = {"p99": [0.0] * 12}
+        feature_names = ["const"] + [f"x{i}" for i in range(11)]
+
+    from edgeprune.budget.plan import predictors_for
+
+    notes = []
+    predictors = predictors_for(tiny_model, target, sizes, Table(), None, notes)
+    assert set(predictors) == {"int8"} and "fp16: not searched" in notes[0]
+
+
+def test_profiles_reject_a_precision_their_format_cannot_export():
+    with pytest.raises(EdgepruneError, match="precision_candidates"):
+        load_target("rpi", **{"recipe.precision_candidates": ["int8", "fp16"]})
+    with pytest.raises(EdgepruneError, match="budget.margin"):
+        load_target("rpi", **{"budget.margin": 0.7})

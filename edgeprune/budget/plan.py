@@ -178,9 +178,10 @@ def predictors_for(model: nn.Module, target: Target, sizes: Sizes, latency_model
 
 def plan_budget(model: nn.Module, target: Target, sizes: Sizes, latency_model, cfg: PruneConfig,
                 proxy: Callable[[nn.Module, int], float], timer: Timer | None = None,
-                batches: Batches = None) -> BudgetPlan:
+                batches: Batches = None, verify: Timer | None = None) -> BudgetPlan:
     """Candidates at every precision and size, ranked by `proxy`; with `timer` (the device is this machine) the
-    estimate is anchored to a timing here and every candidate is timed."""
+    estimate is anchored to a timing here and every candidate is timed. `verify` times only the chosen candidate
+    (for formats whose export is slow) and, on a miss, corrects it at its size and ranks again."""
     budget, margin = target.budget.latency_ms, target.budget.margin
     aim = budget * (1 - margin)
     notes: list[str] = []
@@ -215,7 +216,27 @@ def plan_budget(model: nn.Module, target: Target, sizes: Sizes, latency_model, c
         raise EdgepruneError(f"latency budget {budget:g} ms: no candidate size fits after correction "
                              f"({', '.join(p.source for p in predictors.values())})",
                              "raise budget.latency_ms (--budget) or prune to a FLOPs goal (--flops)")
-    chosen = max(candidates, key=lambda c: (c.score, -c.predicted_ms))
+    rank = lambda c: (c.score, -c.predicted_ms)  # noqa: E731
+    chosen = max(candidates, key=rank)
+    while verify is not None and chosen.measured_ms is None:
+        precision = chosen.precision
+        time_at = lambda m, s, p=precision: verify(m, s, p)  # noqa: E731
+        corrected = fit_size(model, chosen.imgsz, aim, predictors[precision], cfg, time_at, batches)
+        candidates.remove(chosen)
+        if corrected is None:
+            notes.append(f"{precision} {chosen.imgsz} px: timed over the budget and not correctable; next candidate")
+        else:
+            corrected.precision = precision
+            module = (prune_to_widths(model, corrected.keep, _at(cfg, corrected.imgsz),
+                                      batches(corrected.imgsz) if batches else None)[0] if corrected.pruned else model)
+            corrected.proxy_map = round(proxy(module, corrected.imgsz), 4)
+            corrected.score = round(corrected.proxy_map - (charge if precision == "int8" else 0.0), 4)
+            notes.append(f"{precision} {chosen.imgsz} px: predicted {chosen.predicted_ms:.2f} ms, timed here "
+                         f"{corrected.measured_ms:.2f} ms after {corrected.corrections} correction(s)")
+            candidates.append(corrected)
+        if not candidates:
+            raise EdgepruneError(f"latency budget {budget:g} ms: no candidate fits when timed here", "raise the budget")
+        chosen = max(candidates, key=rank)
     return BudgetPlan(budget, predictors[chosen.precision].percentile, predictors[chosen.precision].source, sizes,
                       candidates, chosen, PROXY_NAME, notes, margin)
 

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+from copy import deepcopy
+
 import torch
 
 
+def deployed_form(model: torch.nn.Module) -> torch.nn.Module:
+    """The network the exporters convert: an end-to-end head (YOLO26) keeps only its inference branch (Ultralytics'
+    Detect.fuse drops the other, which eval mode still computes)."""
+    head = model.model[-1] if hasattr(model, "model") else None
+    if getattr(head, "one2one_cv2", None) is None or getattr(head, "cv2", None) is None:
+        return model
+    model = deepcopy(model)
+    model.model[-1].fuse()
+    return model
+
+
 def count_macs(model: torch.nn.Module, imgsz: int) -> tuple[int, int]:
-    """(multiply-accumulates, parameters) of one image, counted by Torch-Pruning's op counter."""
+    """(multiply-accumulates, parameters) of one image of the deployed network, by Torch-Pruning's op counter."""
     import torch_pruning as tp
 
-    macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, 3, imgsz, imgsz))
+    macs, params = tp.utils.count_ops_and_params(deployed_form(model), torch.zeros(1, 3, imgsz, imgsz))
     return int(macs), int(params)
 
 

@@ -21,7 +21,7 @@ from ultralytics.utils import torch_utils
 
 from edgeprune.data.dataset import Dataset
 from edgeprune.errors import EdgepruneError
-from edgeprune.training import distill
+from edgeprune.training import distill, sparsity
 from edgeprune.models.checkpoint import load_model, model_nc, param_count
 from edgeprune.models.safe_load import load_checkpoint
 from edgeprune.quantize import qat
@@ -44,10 +44,11 @@ class TrainConfig:
     distill_weight: float = 0.0  # weight of the distillation term when train() gets a teacher (0: no teacher)
     distill_temperature: float = 2.0  # softens teacher and student outputs before they are compared
     qat: str = ""  # quantization-aware: "" off, "asymmetric" (TFLite ranges) or "symmetric" (TensorRT/QDQ ranges)
+    sparsity: float = 0.0  # > 0: L1 penalty on BatchNorm scales with this weight (sparsity before a cut)
 
     def overrides(self, data_yaml: Path, project: Path) -> dict:
         values = {k: v for k, v in asdict(self).items()  # edgeprune's own settings are not Ultralytics arguments
-                  if not k.startswith("distill_") and k != "qat"}
+                  if not k.startswith("distill_") and k not in ("qat", "sparsity")}
         values.update(data=str(data_yaml), project=str(project.parent.resolve()), name=project.name, exist_ok=True,
                       deterministic=True, plots=False, val=True, amp=torch.cuda.is_available(), workers=0,
                       pretrained=False, verbose=False, model="edgeprune-in-memory.yaml",
@@ -92,6 +93,8 @@ def _extras_callback(teacher: torch.nn.Module | None, cfg: "TrainConfig"):
             distill.attach(live, teacher, cfg.distill_weight, cfg.distill_temperature)
         if cfg.qat:
             qat.attach(live, symmetric=cfg.qat == "symmetric")
+        if cfg.sparsity:
+            sparsity.attach(live, cfg.sparsity)
     return attach
 
 
@@ -128,7 +131,7 @@ def make_trainer(model: torch.nn.Module, overrides: dict, cfg: TrainConfig,
     trainer = _KeepArchitectureTrainer(overrides=overrides)
     if "resume" not in overrides:
         trainer.model = model
-    if teacher is not None or cfg.qat:
+    if teacher is not None or cfg.qat or cfg.sparsity:
         trainer.add_callback("on_pretrain_routine_end", _extras_callback(teacher, cfg))
     return trainer
 

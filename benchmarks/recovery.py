@@ -1,0 +1,127 @@
+"""`make bench-recovery`: what closes the accuracy gap between a pruned model and the unpruned one at equal epochs.
+
+From one checkpoint, every row is cut to the same FLOPs goal and trained the same total epochs; the rows differ
+in one recipe choice each, and the unpruned checkpoint given the same epochs is the control:
+  - criterion: l2 magnitude (the old default) vs taylor (detection-loss gradients, the profiles' default now);
+  - learning rate: the deploy recipe restarts at the training lr (0.01, learning-rate rewinding in spirit,
+    Renda et al. 2020) vs the classic small fine-tuning lr (0.001);
+  - sparsity before the cut: K of the epochs train the unpruned model with an L1 penalty on BatchNorm scales
+    (Network Slimming), then the cut (criterion bn), then the rest;
+  - longer fine-tuning: the default recipe and the control at 2x the epochs (the accuracy-vs-epochs curve).
+mAP50-95: pycocotools on the bundled val split (PyTorch FP32). Rows are cached: an interrupted run resumes.
+
+    python -m benchmarks.recovery --checkpoint baselines/yolo11n-synth.pt --out bench     # make bench-recovery
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import edgeprune.env  # noqa: F401  (offline Ultralytics before models are built)
+from edgeprune.data.batches import loss_batches
+from edgeprune.data.build import ensure_dataset
+from edgeprune.evaluation.detection import evaluate_model
+from edgeprune.manifest import atomic_write_json, atomic_write_text
+from edgeprune.models.checkpoint import load_model, save_model
+from edgeprune.pruning.structured import DATA_CRITERIA, PruneConfig, prune
+from edgeprune.training.trainer import finetune_recipe, train
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    what: str
+    criterion: str = "l2"
+    lr0: float = 0.01
+    sparsity_epochs: int = 0  # of the total epochs, trained before the cut with the BN-scale L1 penalty
+    epochs_factor: int = 1  # x the base epochs (the longer-curve rows)
+    pruned: bool = True
+
+
+RECIPES = (
+    Recipe("control", "unpruned, same epochs", pruned=False),
+    Recipe("l2", "l2 magnitude, lr 0.01 (the old default)"),
+    Recipe("taylor", "taylor (loss gradients)", criterion="taylor"),
+    Recipe("small-lr", "l2, fine-tuning lr 0.001", lr0=0.001),
+    Recipe("sparsity", "BN-scale L1 for 1/3 of the epochs, cut by BN scale, then fine-tune", criterion="bn",
+           sparsity_epochs=-1),
+    Recipe("control-2x", "unpruned, 2x epochs", pruned=False, epochs_factor=2),
+    Recipe("taylor-2x", "taylor, 2x epochs", criterion="taylor", epochs_factor=2),
+)
+SPARSITY_WEIGHT = 1e-4  # Network Slimming's lambda for a loss averaged per image
+
+
+def run_recipe(recipe: Recipe, checkpoint: Path, dataset, goal: float, epochs: int, imgsz: int, work: Path) -> dict:
+    folder = work / recipe.name
+    done = folder / "row.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    start = time.time()
+    total = epochs * recipe.epochs_factor
+    model = load_model(checkpoint)
+    sparse = total // 3 if recipe.sparsity_epochs < 0 else recipe.sparsity_epochs
+    if sparse:
+        model = train(model, dataset, finetune_recipe(sparse, imgsz, sparsity=SPARSITY_WEIGHT), folder / "sparsity")
+    flops_removed, before = 0.0, None
+    if recipe.pruned:
+        batches = loss_batches(dataset, imgsz) if recipe.criterion in DATA_CRITERIA else None
+        model, result = prune(model, PruneConfig(flops_reduction=goal, criterion=recipe.criterion, imgsz=imgsz),
+                              batches=batches)
+        flops_removed = result.flops_reduction
+        before = evaluate_model(model, dataset, imgsz, desc=f"{recipe.name} cut")["map50_95"]
+    tuned = train(model, dataset, finetune_recipe(total - sparse, imgsz, lr0=recipe.lr0), folder / "finetune")
+    save_model(tuned, folder / "model.pt")
+    after = evaluate_model(tuned, dataset, imgsz, desc=f"{recipe.name} tuned")["map50_95"]
+    row = {"recipe": recipe.name, "what": recipe.what, "epochs": total, "sparsity_epochs": sparse,
+           "flops_removed": round(flops_removed, 4), "map50_95_after_cut": None if before is None else round(before, 4),
+           "map50_95": round(after, 4), "wall_s": round(time.time() - start, 1)}
+    atomic_write_json(done, row)
+    return row
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# Accuracy recovery at equal epochs — {Path(result['checkpoint']).name}, -{result['goal']:.0%} FLOPs, "
+             f"{result['imgsz']} px", "", f"`{result['command']}`", "",
+             "| recipe | epochs | FLOPs removed | mAP50-95 after the cut | after training | vs control, same epochs |",
+             "|---|---|---|---|---|---|"]
+    controls = {r["epochs"]: r["map50_95"] for r in result["rows"] if r["flops_removed"] == 0}
+    for r in result["rows"]:
+        control = controls.get(r["epochs"])
+        delta = "" if control is None or r["flops_removed"] == 0 else f"{(r['map50_95'] - control) * 100:+.1f} pts"
+        cut = "" if r["map50_95_after_cut"] is None else f"{r['map50_95_after_cut']:.3f}"
+        lines.append(f"| {r['what']} | {r['epochs']} | {r['flops_removed']:.0%} | {cut} | {r['map50_95']:.3f} | {delta} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default="baselines/yolo11n-synth.pt")
+    parser.add_argument("--data", default="datasets/synth.yaml")
+    parser.add_argument("--goal", type=float, default=0.5, help="FLOPs fraction every pruned row removes")
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--imgsz", type=int, default=256)
+    parser.add_argument("--recipes", default=",".join(r.name for r in RECIPES))
+    parser.add_argument("--out", default="bench")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    dataset = ensure_dataset(args.data)
+    chosen = [r for r in RECIPES if r.name in args.recipes.split(",")]
+    command = "python -m benchmarks.recovery " + " ".join(argv if argv is not None else sys.argv[1:])
+    work = (out / "recovery" / Path(args.checkpoint).stem).resolve()
+    result = {"command": command, "checkpoint": args.checkpoint, "goal": args.goal, "imgsz": args.imgsz, "rows": []}
+    for recipe in chosen:
+        result["rows"].append(run_recipe(recipe, Path(args.checkpoint), dataset, args.goal, args.epochs, args.imgsz,
+                                         work))
+        atomic_write_json(out / "recovery.json", result)
+        atomic_write_text(out / "recovery.md", markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
