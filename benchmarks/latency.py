@@ -34,7 +34,8 @@ RUNTIMES = {  # label -> (profile, overrides): what a target of that runtime dep
 
 
 def _model(name: str, nc: int):
-    return api.load(DEFAULT_BASELINE) if name == "yolo11n-synth" else api.load(name, nc=nc)
+    shipped = DEFAULT_BASELINE.parent / f"{name}.pt"
+    return api.load(shipped) if shipped.exists() else api.load(name, nc=nc)
 
 
 def _subtable(table: dict, names: set[str]) -> dict:
@@ -67,7 +68,13 @@ def run_one(family: str, runtime: str, sizes: tuple[int, ...], fit_per_size: int
     predicted = np.array([fitted.predict_features({**m["features"], "imgsz": m["imgsz"]})["p50_ms"] for m in rows])
     measured = np.array([timings[m["name"]]["p50"] for m in rows])
     report = latency.heldout_report(predicted, measured, [f"{m['name']} ({m['imgsz']} px)" for m in rows])
+    largest = max(sizes)
+    at_largest = [m for m in models if m["imgsz"] == largest]
+    smallest = min(at_largest, key=lambda m: sum(v for k, v in m["features"].items() if k.startswith("gmacs")))
+    op_profiles = {label: timings[m["name"]]["ops_ms"] for label, m in
+                   (("unpruned", at_largest[0]), ("most pruned", smallest)) if "ops_ms" in timings[m["name"]]}
     return {"family": family, "runtime": runtime, "target": target.name, "precision": target.recipe.precision,
+            "structure": fitted.structure, "cross_validation": fitted.cross_validation, "op_profiles": op_profiles,
             "threads": threads, "sizes": list(sizes), "fit_models": len(fit_names),
             "heldout": report, "probe_build_s": round(build_s, 1), "probe_time_s": round(time_s, 1),
             "probe_mb": round(probe_size(probe) / 1e6, 1), "runtime_version": fitted.key["runtime_version"],
@@ -85,6 +92,19 @@ def markdown(results: list[dict], command: str) -> str:
                      f"{','.join(map(str, r['sizes']))} | {r['fit_models']} | {h['count']} | {h['within_10pct']:.0%} | "
                      f"{h['median_abs_error']:.1%} | {h['max_abs_error']:.1%} | {r['probe_build_s']} s / "
                      f"{r['probe_time_s']} s | {r['probe_mb']} MB |")
+    lines += ["", "Cost structure chosen by cross-validation (median |error| over 5 folds of the fitted models):", ""]
+    for r in results:
+        lines.append(f"- {r['family']} {r['runtime']}: {r['structure']} "
+                     f"({', '.join(f'{k} {v:.1%}' for k, v in r['cross_validation'].items())})")
+    profiled = [r for r in results if r.get("op_profiles")]
+    if profiled:
+        lines += ["", "Where the time goes (ONNX Runtime's own per-operator profile, ms per inference at the largest "
+                  "size: the unpruned model and the probe's most pruned variant):", ""]
+        for r in profiled:
+            for label, ops in r["op_profiles"].items():
+                top = sorted(ops.items(), key=lambda kv: -kv[1])[:6]
+                lines.append(f"- {r['family']} {r['runtime']}, {label}: " + ", ".join(f"{op} {ms:.2f}" for op, ms in top)
+                             + f" (total {sum(ops.values()):.2f})")
     lines += ["", "Worst held-out cases:", ""]
     for r in results:
         for w in r["heldout"]["worst"][:3]:

@@ -55,6 +55,7 @@ def test_table_fit_and_prediction_of_a_variant_it_never_saw(host_probe, tiny_mod
     table = latency.load_table(table_path)
     assert table["runtime_version"] and table["threads"] == 2 and table["timing"]["order"] == "interleaved"
     assert all(r["p50"] <= r["p90"] <= r["p99"] for r in table["results"])
+    assert all(r["ops_ms"]["Conv"] > 0 for r in table["results"]), "ONNX Runtime's own per-operator profile"
     fitted = latency.fit(table, holdout=0.3)
     assert fitted.heldout["count"] == 3 and 0 <= fitted.heldout["within_10pct"] <= 1
     assert all(c >= 0 for coefs in fitted.coefficients.values() for c in coefs), "every cost is non-negative"

@@ -7,7 +7,8 @@ Needs only numpy and the device's runtime (the same backends as the bundles' val
 Every probe model's sha256 is checked before anything runs. The models are timed in interleaved
 rounds (each round runs every model), so slow drift of clocks or temperature spreads over all of
 them instead of biasing the last ones. On a Jetson with trtexec on PATH, TensorRT engines are
-built and timed by trtexec (--exportTimes), else ONNX Runtime runs the QDQ files (labelled).
+built and timed by trtexec (--exportTimes), else ONNX Runtime runs the QDQ files (labelled). With ONNX
+Runtime each model's own per-operator profile is recorded too (`ops_ms`: what does not shrink with pruning).
 Exit codes: 0 written, 2 usage or environment error, 3 a probe model failed its sha256 check.
 """
 
@@ -45,6 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rounds", type=device_cli.positive_int, default=4, help="interleaved rounds over all models")
     p.add_argument("--out", type=Path, default=Path("latency.json"), help="table path (default latency.json)")
     p.add_argument("--dry-run", action="store_true", help="a couple of runs per model: checks the probe on a host")
+    p.add_argument("--op-profile-runs", type=device_cli.non_negative_int, default=5,
+                   help="ONNX Runtime: profiled runs per model for the per-operator breakdown (0: none)")
     return p.parse_args(argv)
 
 
@@ -92,6 +95,34 @@ def time_interleaved(runners: dict, shapes: dict, warmup: int, runs: int, rounds
     return times
 
 
+def ort_op_profile(path: Path, threads: int, shape: tuple, runs: int) -> dict[str, float]:
+    """ONNX Runtime's own per-node profile, summed per operator type: milliseconds per inference."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the detector runs it
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "ort")
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        x = np.random.default_rng(0).random(shape, dtype=np.float32)
+        feed = {session.get_inputs()[0].name: x}
+        session.run(None, feed)  # warm-up, profiled too: dropped below by counting from the second run
+        for _ in range(runs):
+            session.run(None, feed)
+        events_path = session.end_profiling()
+        events = json.loads(Path(events_path).read_text())
+    per_op: dict[str, float] = {}
+    node_runs = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
+    for event in node_runs:
+        op = event.get("args", {}).get("op_name", "?")
+        per_op[op] = per_op.get(op, 0.0) + float(event.get("dur", 0)) / 1000
+    return {op: round(ms / (runs + 1), 4) for op, ms in sorted(per_op.items(), key=lambda kv: -kv[1])}
+
+
 def trtexec_times(path: Path, precision: str, runs: int) -> list[float]:
     """Build an engine and time it with trtexec; per-inference latencies from its --exportTimes JSON."""
     flags = ["--int8", "--fp16"] if precision == "int8" else ["--fp16"]
@@ -127,12 +158,17 @@ def main(argv=None) -> int:
         label, package = next(iter(opened.values()))[1:]
         shapes = {name: (1, 3, m["imgsz"], m["imgsz"]) for name, m in models.items()}
         times = time_interleaved({n: o[0] for n, o in opened.items()}, shapes, warmup, runs, rounds)
+    ops = {}
+    if runtime == "onnxruntime" and args.op_profile_runs and not args.dry_run:
+        ops = {name: ort_op_profile(args.probe / m["file"], threads, (1, 3, m["imgsz"], m["imgsz"]),
+                                    args.op_profile_runs) for name, m in models.items()}
     table = {"format_version": TABLE_VERSION, "kind": "edgeprune-latency-table", "probe": probe,
              "probe_sha256": canonical_sha256(probe), "device": device_info(), "runtime": runtime,
              "runtime_label": label, "runtime_package": package, "runtime_version": package_version(package),
              "threads": threads, "precision": probe["precision"], "dry_run": args.dry_run,
              "timing": {"warmup": warmup, "runs_per_round": runs, "rounds": rounds, "order": "interleaved"},
-             "results": [{"name": name, "sha256": models[name]["sha256"], **summarize(t)} for name, t in times.items()]}
+             "results": [{"name": name, "sha256": models[name]["sha256"], **summarize(t),
+                          **({"ops_ms": ops[name]} if name in ops else {})} for name, t in times.items()]}
     atomic_write(args.out, (json.dumps(table, indent=2) + "\n").encode())
     print(f"latency table: {len(table['results'])} models, {label} {table['runtime_version']}, {threads} threads"
           f"{' (dry run)' if args.dry_run else ''} -> {args.out}")
