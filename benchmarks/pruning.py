@@ -17,6 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from edgeprune import formats
@@ -31,7 +32,13 @@ MODELS = ("yolo11n.yaml", "yolov8n.yaml", "yolo26n.yaml")
 REDUCTIONS = (0.3, 0.5, 0.7)
 
 
-def _onnx_file(model: torch.nn.Module, imgsz: int, folder: Path) -> Path:
+def _artefact(model: torch.nn.Module, imgsz: int, folder: Path, runtime: str) -> Path:
+    """ONNX Runtime: the FP32 ONNX; LiteRT: the full-INT8 .tflite the rpi target deploys (random calibration
+    images: ranges do not change which kernels run, so latency does not depend on them)."""
+    if runtime == "litert":
+        calibration = np.random.default_rng(0).random((8, 3, imgsz, imgsz), dtype=np.float32)
+        return formats.get("tflite").export(model, folder / f"m{time.monotonic_ns()}.tflite", imgsz, "int8",
+                                            calibration, float_scope="decode")
     return export_fp32(model, imgsz, folder / f"m{time.monotonic_ns()}.onnx")
 
 
@@ -55,19 +62,19 @@ def time_in_turns(paths: dict, imgsz: int, threads: int, rounds: int, repeats: i
 
 
 def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2, nc: int = 80,
-        rounds: int = 8, repeats: int = 1) -> dict:
+        rounds: int = 8, repeats: int = 1, runtime: str = "onnxruntime") -> dict:
     """Per family: prune to every goal first, then time the unpruned and pruned models in turns."""
-    from ultralytics.nn.tasks import DetectionModel
+    from edgeprune.models.checkpoint import build_from_yaml
 
     rows = []
     with scratch_dir("benchprune") as tmp:
         for spec in models:
             torch.manual_seed(0)
-            model = DetectionModel(spec, nc=nc, verbose=False).eval()
+            model = build_from_yaml(spec, nc).eval()  # YOLO26: the NMS-free head it deploys
             macs0, params0 = count_macs(model, imgsz)
             family = [{"model": spec, "flops_goal": 0.0, "params": params0, "gflops": round(2 * macs0 / 1e9, 3),
                        "flops_ratio": 1.0, "locked": 0}]
-            paths = {0.0: _onnx_file(model, imgsz, Path(tmp))}
+            paths = {0.0: _artefact(model, imgsz, Path(tmp), runtime)}
             for goal in reductions:
                 start = time.time()
                 pruned, result = prune(model, PruneConfig(flops_reduction=goal, imgsz=imgsz))
@@ -75,13 +82,13 @@ def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2
                                "gflops": round(2 * result.macs_after / 1e9, 3),
                                "flops_ratio": round(result.macs_after / macs0, 3), "locked": len(result.locked),
                                "prune_s": round(time.time() - start, 1)})
-                paths[goal] = _onnx_file(pruned, imgsz, Path(tmp))
+                paths[goal] = _artefact(pruned, imgsz, Path(tmp), runtime)
             latency = time_in_turns(paths, imgsz, threads, rounds, repeats)
             for row in family:
                 row.update(latency[row["flops_goal"]])
                 print(row, flush=True)
             rows += family
-    return {"imgsz": imgsz, "threads": threads, "nc": nc, "rounds": rounds, "repeats": repeats,
+    return {"imgsz": imgsz, "threads": threads, "nc": nc, "rounds": rounds, "repeats": repeats, "runtime": runtime,
             "timing": "interleaved", "rows": rows, "tools": tool_versions()}
 
 
@@ -143,9 +150,10 @@ def _recipe(row: dict) -> str:
 
 
 def markdown(result: dict) -> str:
-    title = f"# Pruning benchmark — {result['imgsz']} px, ONNX Runtime CPU, {result['threads']} threads, batch 1"
+    runtime = {"litert": "LiteRT full-INT8 .tflite"}.get(result.get("runtime"), "ONNX Runtime FP32")
+    title = f"# Pruning benchmark — {result['imgsz']} px, {runtime} on the CPU, {result['threads']} threads, batch 1"
     lines = [title, "",
-             "| model | FLOPs goal | params (M) | GFLOPs | FLOPs ratio | ORT p50 ms | latency ratio | ratio range |",
+             "| model | FLOPs goal | params (M) | GFLOPs | FLOPs ratio | p50 ms | latency ratio | ratio range |",
              "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         low, high = r.get("latency_ratio_range", [r["latency_ratio"]] * 2)
@@ -175,6 +183,8 @@ def main(argv=None) -> int:
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (fresh sessions each) for the spread")
+    parser.add_argument("--runtime", choices=("onnxruntime", "litert"), default="onnxruntime",
+                        help="onnxruntime: FP32 ONNX; litert: the rpi target's full-INT8 .tflite")
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--goals", nargs="*", type=float, default=list(REDUCTIONS), help="FLOPs-reduction goals")
     parser.add_argument("--accuracy", metavar="CHECKPOINT", help="also fine-tune this trained checkpoint pruned to "
@@ -194,7 +204,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     result = ({"imgsz": args.imgsz, "threads": args.threads, "rows": [], "tools": tool_versions()} if args.skip_latency
-              else run(args.models, tuple(args.goals), args.imgsz, args.threads, repeats=args.repeats))
+              else run(args.models, tuple(args.goals), args.imgsz, args.threads, repeats=args.repeats,
+                       runtime=args.runtime))
     if args.accuracy:
         result["accuracy"] = accuracy(Path(args.accuracy), args.data, tuple(args.goals), args.epochs,
                                       args.accuracy_imgsz, (out / "prune-accuracy").resolve(),

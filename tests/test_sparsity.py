@@ -1,0 +1,54 @@
+"""Sparsity-inducing training before the cut (an L1 penalty on BatchNorm scales) and the recovery benchmark."""
+
+import json
+
+import pytest
+import torch
+
+from edgeprune.data.batches import loss_batches
+from edgeprune.data.dataset import load_dataset
+from edgeprune.errors import EdgepruneError
+from edgeprune.models.checkpoint import build_from_yaml, save_model
+from edgeprune.training import sparsity
+
+IMGSZ = 64
+
+
+def test_the_penalty_adds_one_loss_term_whose_gradient_is_the_sign_of_every_bn_scale(tiny_data):
+    from ultralytics.cfg import DEFAULT_CFG
+
+    model = build_from_yaml("yolo11n.yaml", 6).train()
+    model.args = DEFAULT_CFG  # the trainer sets the loss gains
+    batch = loss_batches(load_dataset(tiny_data), IMGSZ, images=4, batch=4)[0]
+    base = model.init_criterion()
+    plain, _ = base(model(batch["img"]), batch)
+    loss = sparsity.attach(model, 1e-3)
+    penalised, items = loss(model(batch["img"]), batch)
+    assert len(penalised) == len(plain) + 1 and sparsity.LOSS_NAME in items
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    expected = 1e-3 * sum(float(bn.weight.abs().sum()) for bn in norms) * batch["img"].shape[0]
+    assert float(penalised[-1]) == pytest.approx(expected, rel=1e-5)
+    model.zero_grad()
+    penalised[-1].backward()
+    bn = norms[3]
+    assert torch.allclose(bn.weight.grad, 1e-3 * 4 * torch.sign(bn.weight.detach()))
+    with pytest.raises(EdgepruneError):
+        sparsity.attach(model, 0.0)
+
+
+@pytest.mark.slow
+def test_recovery_rows_train_equal_epochs_and_resume(tiny_data, tmp_path):
+    from benchmarks import recovery
+
+    checkpoint = save_model(build_from_yaml("yolo11n.yaml", 6), tmp_path / "base.pt")
+    dataset = load_dataset(tiny_data)
+    rows = {r.name: r for r in recovery.RECIPES}
+    sparse = recovery.run_recipe(rows["sparsity"], checkpoint, dataset, 0.5, 3, IMGSZ, tmp_path / "work")
+    assert sparse["epochs"] == 3 and sparse["sparsity_epochs"] == 1 and sparse["flops_removed"] > 0.4
+    control = recovery.run_recipe(rows["control"], checkpoint, dataset, 0.5, 3, IMGSZ, tmp_path / "work")
+    assert control["flops_removed"] == 0 and control["map50_95_after_cut"] is None
+    again = recovery.run_recipe(rows["sparsity"], checkpoint, dataset, 0.5, 3, IMGSZ, tmp_path / "work")
+    assert again == sparse, "a finished row is read back, not trained again"
+    text = recovery.markdown({"command": "x", "checkpoint": str(checkpoint), "goal": 0.5, "imgsz": IMGSZ,
+                              "rows": [control, sparse]})
+    assert "vs control" in text and json.dumps(sparse)
