@@ -51,8 +51,7 @@ class TrainConfig:
                   if not k.startswith("distill_") and k not in ("qat", "sparsity")}
         values.update(data=str(data_yaml), project=str(project.parent.resolve()), name=project.name, exist_ok=True,
                       deterministic=True, plots=False, val=True, amp=torch.cuda.is_available(), workers=0,
-                      pretrained=False, verbose=False, model="edgeprune-in-memory.yaml",
-                      nms=False)  # validate an end-to-end model on the NMS-free head it is deployed with
+                      pretrained=False, verbose=False, model="edgeprune-in-memory.yaml")
         if not values["device"]:
             values.pop("device")
         return values
@@ -152,6 +151,8 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig, work_dir: 
     for p in model.parameters():
         p.requires_grad_(True)
     overrides = cfg.overrides(data_yaml, work_dir / "ultralytics")
+    if getattr(model.model[-1], "one2one_cv2", None) is not None:
+        overrides["nms"] = False  # validate an end-to-end model on the NMS-free head it is deployed with
     weights = (work_dir / "ultralytics" / "weights").resolve()
     last = weights / "last.pt"
     done = _finished_epochs(last, trust) if last.exists() else 0
