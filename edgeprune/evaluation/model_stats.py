@@ -6,15 +6,17 @@ from copy import deepcopy
 
 import torch
 
+from edgeprune.models.checkpoint import unused_head_branch
+
 
 def deployed_form(model: torch.nn.Module) -> torch.nn.Module:
-    """The network the exporters convert: an end-to-end head (YOLO26) keeps only its inference branch (Ultralytics'
-    Detect.fuse drops the other, which eval mode still computes)."""
-    head = model.model[-1] if hasattr(model, "model") else None
-    if getattr(head, "one2one_cv2", None) is None or getattr(head, "cv2", None) is None:
+    """The network the exporters convert: without the head branch the export drops (models.checkpoint)."""
+    unused = unused_head_branch(model) if hasattr(model, "model") else ()
+    if not unused:
         return model
     model = deepcopy(model)
-    model.model[-1].fuse()
+    for name in unused:
+        setattr(model.model[-1], name, None)
     return model
 
 

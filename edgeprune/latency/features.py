@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgeprune.models.checkpoint import unused_head_branch
+
 STRIDES = (2, 4, 8, 16, 32)
 HEAD_STRIDES = (8, 16, 32)
 
@@ -21,14 +23,9 @@ def feature_names() -> list[str]:
 
 
 def deployed_convs(model: nn.Module) -> list[nn.Conv2d]:
-    """The convolutions the exported graph runs. An end-to-end head (YOLO26) computes both its one-to-many and
-    one-to-one branches in eval mode, but the export keeps only the branch used for inference (Ultralytics'
-    Detect.fuse), so the other branch costs nothing on the device and must not count."""
+    """The convolutions the exported graph runs (not those of the head branch the export drops)."""
     head = model.model[-1]
-    unused: set[nn.Module] = set()
-    if getattr(head, "one2one_cv2", None) is not None:
-        branches = ("cv2", "cv3") if getattr(head, "end2end", False) else ("one2one_cv2", "one2one_cv3")
-        unused = {m for b in branches for m in (getattr(head, b, None) or nn.Module()).modules()}
+    unused = {m for name in unused_head_branch(model) for m in getattr(head, name).modules()}
     return [m for m in model.modules() if isinstance(m, nn.Conv2d) and m not in unused]
 
 

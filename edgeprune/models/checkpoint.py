@@ -46,6 +46,16 @@ def use_nms_free_head(model: DetectionModel) -> DetectionModel:
     return model
 
 
+def unused_head_branch(model: torch.nn.Module) -> tuple[str, ...]:
+    """The head's attributes the exported graph drops. An end-to-end head (YOLO26) computes its one-to-many and
+    one-to-one branches in eval mode, but export keeps only the one it infers with (Ultralytics' Detect.fuse):
+    the other costs nothing on the device."""
+    head = model.model[-1]
+    if getattr(head, "one2one_cv2", None) is None or getattr(head, "cv2", None) is None:
+        return ()
+    return ("cv2", "cv3") if head.end2end else ("one2one_cv2", "one2one_cv3")
+
+
 def build_from_yaml(spec: str, nc: int | None) -> DetectionModel:
     """A fresh, randomly initialised model from an Ultralytics yaml such as 'yolo11n.yaml' (nc None: the yaml's)."""
     try:
