@@ -67,7 +67,8 @@ RUNTIMES = {"litert-int8": "rpi", "onnxruntime-fp32": "host"}  # runtime label -
 # export takes about a minute here, so its plan ranks on the measured latency model, then times and corrects only
 # the chosen candidate, and (b)'s bisection is predicted, then timed once.
 TIMED_CANDIDATES = ("onnxruntime-fp32",)
-ROWS = {"a": "budget search", "b": "uniform FLOPs pruning, equal measured latency", "c": "unpruned, smaller input"}
+ROWS = {"a": "budget search", "b": "uniform FLOPs pruning, equal measured latency", "c": "unpruned, smaller input",
+        "p": "another candidate of the plan (--all-candidates: how well the proxy ranked)"}
 PROXY_TRAIN, PROXY_VAL = 128, 64
 MATCH = 0.03  # (b)'s measured latency is accepted within this fraction of (a)'s
 
@@ -171,7 +172,7 @@ def uniform_matching(base, target, imgsz: int, goal_ms: float, budget_ms: float,
 
 
 def run_family(name: str, runtime: str, fractions: list[float], epochs: int, out: Path, threads: int,
-               probe_variants: int) -> dict:
+               probe_variants: int, all_candidates: bool = False) -> dict:
     time_candidates = runtime in TIMED_CANDIDATES
     start = time.time()
     data = load_dataset(PROJECT_ROOT / "datasets" / "synth.yaml")
@@ -220,11 +221,18 @@ def run_family(name: str, runtime: str, fractions: list[float], epochs: int, out
         if fits:
             entries["c"] = (base, fits[0], {"plan_measured_ms": unpruned[fits[0]], "flops_reduction": 0.0,
                                             "proxy_map": round(proxy(base, fits[0]), 4)})
+        others = [c for c in plan.candidates if c is not chosen] if all_candidates else []
+        for i, other in enumerate(others):
+            model = (prune_to_widths(base, other.keep, dataclasses.replace(cfg, imgsz=other.imgsz),
+                                     batches(other.imgsz) if batches else None)[0] if other.pruned else base)
+            entries[f"p{i}"] = (model, other.imgsz, {"plan_measured_ms": other.measured_ms,
+                                                     "flops_reduction": other.flops_reduction,
+                                                     "proxy_map": other.proxy_map})
         budgets.append({"fraction": fraction, "budget_ms": budget, "plan": plan.summary(), "reason": plan.reason(),
                         "c_fits": bool(fits), "d": "not applicable: no official architecture below the n scale"})
         for row, (model, imgsz, extra) in entries.items():
             finished = rows_cache.finish(model, imgsz)
-            rows.append({"budget_fraction": fraction, "budget_ms": budget, "row": row, "label": ROWS[row],
+            rows.append({"budget_fraction": fraction, "budget_ms": budget, "row": row, "label": ROWS[row[0]],
                          **extra, **finished})
             print(f"  ({row}) {imgsz} px: artefact mAP50-95 {finished['map50_95']:.4f}")
         atomic_write_json(work / "partial.json", {"budgets": budgets, "rows": rows})
@@ -286,6 +294,8 @@ def proxy_quality(rows: list[dict]) -> dict:
     hits, total = 0, 0
     for fraction in sorted({r["budget_fraction"] for r in rows}):
         group = [r for r in rows if r["budget_fraction"] == fraction and r.get("proxy_map") is not None]
+        plan = [r for r in group if r["row"][0] in "ap"]  # the plan's own candidates, when all were trained
+        group = plan if len(plan) > 1 else group
         if len(group) > 1:
             total += 1
             hits += max(group, key=lambda r: r["proxy_map"])["map50_95"] == max(r["map50_95"] for r in group)
@@ -336,10 +346,10 @@ def plot(results: list[dict], out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4.2), squeeze=False)
-    style = {"a": ("tab:green", "o"), "b": ("tab:blue", "s"), "c": ("tab:orange", "^")}
+    style = {"a": ("tab:green", "o"), "b": ("tab:blue", "s"), "c": ("tab:orange", "^"), "p": ("tab:gray", ".")}
     for ax, res in zip(axes[0], results):
         for r in res["rows"]:
-            color, marker = style[r["row"]]
+            color, marker = style[r["row"][0]]
             ax.scatter(r["measured_scaled_ms"], r["map50_95"], color=color, marker=marker, s=40, zorder=3)
         for b in res["budgets"]:
             ax.axvline(b["budget_ms"], color="tab:red", ls="--", lw=0.8)
@@ -364,6 +374,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--probe-variants", type=int, default=6)
+    parser.add_argument("--all-candidates", action="store_true",
+                        help="also fine-tune and run every other candidate of each plan (how well the proxy ranked)")
     parser.add_argument("--out", default="bench/budget")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -372,7 +384,7 @@ def main(argv=None) -> int:
     for name in args.models.split(","):
         for runtime in args.runtimes.split(","):
             results.append(run_family(name, runtime, [float(f) for f in args.budget_fractions.split(",")],
-                                      args.epochs, out, args.threads, args.probe_variants))
+                                      args.epochs, out, args.threads, args.probe_variants, args.all_candidates))
             atomic_write_json(out / "budget.json", {"command": command, "results": results})
             atomic_write_text(out / "budget.md", markdown(results, command))
             plot(results, out / "budget.png")
