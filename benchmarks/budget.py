@@ -42,6 +42,7 @@ import torch
 import edgeprune.env  # noqa: F401  (offline Ultralytics before models are built)
 from edgeprune import formats
 from edgeprune.budget.plan import plan_budget, predict_module
+from edgeprune.budget.proxy import name as proxy_name
 from edgeprune.budget.proxy import proxy_map
 from edgeprune.budget.sizes import candidate_sizes
 from edgeprune.budget.timing import here_timer
@@ -172,7 +173,7 @@ def uniform_matching(base, target, imgsz: int, goal_ms: float, budget_ms: float,
 
 
 def run_family(name: str, runtime: str, fractions: list[float], epochs: int, out: Path, threads: int,
-               probe_variants: int, all_candidates: bool = False) -> dict:
+               probe_variants: int, all_candidates: bool = False, proxy_epochs: int | None = None) -> dict:
     time_candidates = runtime in TIMED_CANDIDATES
     start = time.time()
     data = load_dataset(PROJECT_ROOT / "datasets" / "synth.yaml")
@@ -192,8 +193,10 @@ def run_family(name: str, runtime: str, fractions: list[float], epochs: int, out
     rows_cache = Rows(data, target, epochs, work, out / f"{Path(name).stem}-tuned", sha256_file(path)[:16], threads)
     proxy_images = {s: calibration_set(data, s, PROXY_TRAIN) for s in sizes.candidates}
 
+    proxy_epochs = target.recipe.prune.proxy_epochs if proxy_epochs is None else proxy_epochs
+
     def proxy(model, imgsz):
-        return proxy_map(model, data, imgsz, proxy_images[imgsz], PROXY_VAL)
+        return proxy_map(model, data, imgsz, proxy_images[imgsz], PROXY_VAL, proxy_epochs, work / "proxy")
 
     batches = (lambda s: loss_batches(data, s)) if target.recipe.prune.criterion in DATA_CRITERIA else None
 
@@ -205,7 +208,7 @@ def run_family(name: str, runtime: str, fractions: list[float], epochs: int, out
                           imgsz=sizes.largest)
         print(f"{name} {runtime}: budget {budget:.2f} ms ({fraction:g} of the unpruned {reference_ms:.2f} ms)")
         plan = plan_budget(base, tb, sizes, latency_model, cfg, proxy, timer=timer if time_candidates else None,
-                           batches=batches, verify=None if time_candidates else timer)
+                           batches=batches, verify=None if time_candidates else timer, proxy_name=proxy_name(proxy_epochs))
         chosen = plan.chosen
         a_model = (prune_to_widths(base, chosen.keep, dataclasses.replace(cfg, imgsz=chosen.imgsz),
                                    batches(chosen.imgsz) if batches else None)[0] if chosen.pruned else base)
@@ -244,6 +247,7 @@ def run_family(name: str, runtime: str, fractions: list[float], epochs: int, out
         row["within_budget"] = row["ratio_to_reference"] <= row["budget_fraction"]
     return {"family": name, "checkpoint": str(path), "runtime": runtime, "target": target.name, "threads": threads,
             "precision": precision, "epochs": epochs, "percentile": target.budget.percentile,
+            "proxy": proxy_name(proxy_epochs),
             "sizes": list(sizes.candidates), "unpruned_ms": {str(k): v for k, v in unpruned.items()},
             "latency_source": (latency_model.source + f" (held-out within 10 %: "
                                f"{latency_model.heldout.get('within_10pct', 0):.0%})") if latency_model
@@ -374,6 +378,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--probe-variants", type=int, default=6)
+    parser.add_argument("--proxy-epochs", type=int, default=None,
+                        help="short fine-tune before the proxy ranks a candidate (default: the profile's; 0: adaptive BN)")
     parser.add_argument("--all-candidates", action="store_true",
                         help="also fine-tune and run every other candidate of each plan (how well the proxy ranked)")
     parser.add_argument("--out", default="bench/budget")
@@ -384,7 +390,8 @@ def main(argv=None) -> int:
     for name in args.models.split(","):
         for runtime in args.runtimes.split(","):
             results.append(run_family(name, runtime, [float(f) for f in args.budget_fractions.split(",")],
-                                      args.epochs, out, args.threads, args.probe_variants, args.all_candidates))
+                                      args.epochs, out, args.threads, args.probe_variants, args.all_candidates,
+                                      args.proxy_epochs))
             atomic_write_json(out / "budget.json", {"command": command, "results": results})
             atomic_write_text(out / "budget.md", markdown(results, command))
             plot(results, out / "budget.png")

@@ -218,6 +218,7 @@ def plan_budget(model: torch.nn.Module, target: Target | str, data: Dataset, bud
     `budget_ms`, default the profile's), ranked by the adaptive-BN proxy on `data`; returns a BudgetPlan
     (`.chosen`, `.reason()`). A device that is this machine (the host profile) is timed here, in `work_dir`."""
     from edgeprune.budget.plan import plan_budget as plan
+    from edgeprune.budget.proxy import name as proxy_name
     from edgeprune.budget.proxy import proxy_map
     from edgeprune.budget.sizes import Sizes, candidate_sizes
     from edgeprune.budget.timing import here_timer
@@ -237,5 +238,7 @@ def plan_budget(model: torch.nn.Module, target: Target | str, data: Dataset, bud
     timer = (here_timer(target, data, Path(work_dir), reference=(model, found.largest))
              if target.device.measure_here else None)
     batches = (lambda s: loss_batches(data, s)) if cfg.criterion in DATA_CRITERIA else None
+    epochs = target.recipe.prune.proxy_epochs
     return plan(model, target, found, latency_model, cfg,
-                lambda m, s: proxy_map(m, data, s, calibration_set(data, s, 128), 64), timer=timer, batches=batches)
+                lambda m, s: proxy_map(m, data, s, calibration_set(data, s, 128), 64, epochs, Path(work_dir)),
+                timer=timer, batches=batches, proxy_name=proxy_name(epochs))

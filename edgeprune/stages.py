@@ -22,6 +22,7 @@ import torch
 
 from edgeprune import formats
 from edgeprune.budget.plan import plan_budget
+from edgeprune.budget.proxy import name as proxy_name
 from edgeprune.budget.proxy import proxy_map
 from edgeprune.budget.sizes import Sizes
 from edgeprune.budget.timing import here_timer
@@ -214,7 +215,8 @@ def plan_stage(run: Run) -> Stage | None:
     config = {"budget": asdict(target.budget), "sizes": list(sizes.candidates), "round_to": cfg.round_to,
               "criterion": cfg.criterion, "precisions": list(target.recipe.searched_precisions),
               "max_map_drop": target.recipe.quantize.max_map_drop, "measure_here": target.device.measure_here,
-              "proxy": {"train_images": PROXY_TRAIN_IMAGES, "val_images": val_images},
+              "proxy": {"train_images": PROXY_TRAIN_IMAGES, "val_images": val_images,
+                        "epochs": target.recipe.prune.proxy_epochs},
               **({"loss_images": LOSS_IMAGES} if cfg.criterion in DATA_CRITERIA else {}),
               "code": source_hash("budget", "pruning", "latency")}
     table = run.request.latency_table
@@ -222,7 +224,7 @@ def plan_stage(run: Run) -> Stage | None:
     def proxy(model: torch.nn.Module, imgsz: int) -> float:
         images = calibration_set(run.dataset, imgsz, PROXY_TRAIN_IMAGES,
                                  cache=run.run_dir / "calibration" / f"proxy_{imgsz}.npy")
-        return proxy_map(model, run.dataset, imgsz, images, val_images)
+        return proxy_map(model, run.dataset, imgsz, images, val_images, target.recipe.prune.proxy_epochs, run.run_dir)
 
     def work() -> dict:
         base = run.load(run.base_pt)
@@ -230,7 +232,8 @@ def plan_stage(run: Run) -> Stage | None:
         with scratch_dir("plan-timing", dir=run.run_dir) as tmp:  # exported candidates are timed, then dropped
             timer = (here_timer(target, run.dataset, Path(tmp), reference=(base, sizes.largest))
                      if target.device.measure_here else None)
-            plan = plan_budget(base, target, sizes, run.latency_model, cfg, proxy, timer=timer, batches=batches)
+            plan = plan_budget(base, target, sizes, run.latency_model, cfg, proxy, timer=timer, batches=batches,
+                               proxy_name=proxy_name(target.recipe.prune.proxy_epochs))
         out = {**plan.summary(), "reason": plan.reason()}
         atomic_write_json(plan_file, {**out, "keep": plan.chosen.keep})
         print(f"  budget plan: {plan.reason()}")

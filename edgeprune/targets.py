@@ -78,6 +78,7 @@ class Prune:
     criterion: str = "l2"  # l1 | l2 | bn | taylor (detection-loss gradients on train images) | random
     global_ranking: bool = False  # rank channels across layers instead of one ratio per layer
     steps: int = 1  # > 1: reach the FLOPs goal in this many cuts, fine-tuning finetune.epochs // steps between
+    proxy_epochs: int = 1  # budget search: each candidate is fine-tuned this long before the proxy ranks it (0: none)
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,8 @@ def target_problems(t: Target) -> list[str]:
                 "device.round_to": (t.device.round_to, 1), "recipe.quantize.max_map_drop": (quantize.max_map_drop, 0),
                 "recipe.quantize.guard_search_units": (quantize.guard_search_units, 0),
                 "recipe.quantize.qat_epochs (0 turns quantization-aware fine-tuning off)": (quantize.qat_epochs, 0),
-                "recipe.prune.steps (1 is one-shot pruning)": (prune.steps, 1)}
+                "recipe.prune.steps (1 is one-shot pruning)": (prune.steps, 1),
+                "recipe.prune.proxy_epochs (0 ranks by adaptive BN alone)": (prune.proxy_epochs, 0)}
     problems += [f"{key} {value} must be >= {low}" for key, (value, low) in minimums.items() if value < low]
     fmt_precisions = _format_precisions(t.device.format)
     wrong = [p for p in recipe.precision_candidates if p not in PRECISIONS or (fmt_precisions and p not in fmt_precisions)]

@@ -178,7 +178,7 @@ def predictors_for(model: nn.Module, target: Target, sizes: Sizes, latency_model
 
 def plan_budget(model: nn.Module, target: Target, sizes: Sizes, latency_model, cfg: PruneConfig,
                 proxy: Callable[[nn.Module, int], float], timer: Timer | None = None,
-                batches: Batches = None, verify: Timer | None = None) -> BudgetPlan:
+                batches: Batches = None, verify: Timer | None = None, proxy_name: str = PROXY_NAME) -> BudgetPlan:
     """Candidates at every precision and size, ranked by `proxy`; with `timer` (the device is this machine) the
     estimate is anchored to a timing here and every candidate is timed. `verify` times only the chosen candidate
     (for formats whose export is slow) and, on a miss, corrects it at its size and ranks again."""
@@ -238,7 +238,7 @@ def plan_budget(model: nn.Module, target: Target, sizes: Sizes, latency_model, c
             raise EdgepruneError(f"latency budget {budget:g} ms: no candidate fits when timed here", "raise the budget")
         chosen = max(candidates, key=rank)
     return BudgetPlan(budget, predictors[chosen.precision].percentile, predictors[chosen.precision].source, sizes,
-                      candidates, chosen, PROXY_NAME, notes, margin)
+                      candidates, chosen, proxy_name, notes, margin)
 
 
 def anchored(predict: Predictor, model: nn.Module, sizes: Sizes, timer: Callable[[nn.Module, int], float]):
