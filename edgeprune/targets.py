@@ -50,7 +50,7 @@ class Budget:
     latency_ms: float
     percentile: int = 90
     batch: int = 1
-    margin: float = 0.03  # fraction of latency_ms the plan leaves free for timing noise and latency-model error
+    margin: float = 0.05  # fraction of latency_ms the plan leaves free for timing noise and latency-model error
 
 
 @dataclass(frozen=True)
