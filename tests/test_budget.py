@@ -237,3 +237,23 @@ def test_profiles_reject_a_precision_their_format_cannot_export():
         load_target("rpi", **{"recipe.precision_candidates": ["int8", "fp16"]})
     with pytest.raises(EdgepruneError, match="budget.margin"):
         load_target("rpi", **{"budget.margin": 0.7})
+
+
+def test_verify_times_only_the_chosen_candidate_and_corrects_a_miss(tiny_model):
+    """For formats whose export is slow: the plan ranks on predictions, then times the winner; a winner timed over
+    the budget is re-planned at its size until it fits."""
+    target = load_target("rpi")
+    predict = predictor_for(target, None)
+    full = predict_module(tiny_model, 96, predict)
+    target = dataclasses.replace(target, budget=dataclasses.replace(target.budget, latency_ms=0.8 * full))
+    timed = []
+
+    def slow_device(module, imgsz, precision):  # the real device is 15 % slower than predicted
+        timed.append(imgsz)
+        return 1.15 * predict_module(module, imgsz, predict)
+
+    plan = plan_budget(tiny_model, target, Sizes((96,), "test"), None, PruneConfig(imgsz=96), lambda m, s: 0.5,
+                       verify=slow_device)
+    assert plan.chosen.measured_ms is not None and plan.chosen.measured_ms <= plan.aim_ms
+    assert plan.chosen.corrections >= 1 and any("timed here" in n for n in plan.notes)
+    assert set(timed) == {96} and len(timed) == plan.chosen.corrections + 1, "only the winner was timed"

@@ -192,6 +192,18 @@ def plan_budget(model: nn.Module, target: Target, sizes: Sizes, latency_model, c
         notes.append(f"int8 candidates are charged {charge:g} mAP50-95 (the INT8 guard's allowed drop) against "
                      "float precisions, whose artefacts keep the FP32 accuracy")
     candidates, proxies = [], {}
+
+    def scored(candidate: Candidate, precision: str) -> Candidate:
+        candidate.precision = precision
+        widths = (candidate.imgsz, tuple(sorted(candidate.keep.items())))
+        if widths not in proxies:  # the proxy is of the FP32 model: one per size and widths
+            module = (prune_to_widths(model, candidate.keep, _at(cfg, candidate.imgsz),
+                                      batches(candidate.imgsz) if batches else None)[0] if candidate.pruned else model)
+            proxies[widths] = round(proxy(module, candidate.imgsz), 4)
+        candidate.proxy_map = proxies[widths]
+        candidate.score = round(candidate.proxy_map - (charge if precision == "int8" else 0.0), 4)
+        return candidate
+
     for precision, predict in predictors.items():
         time_at = (lambda m, s, p=precision: timer(m, s, p)) if timer else None
         for imgsz in sizes.candidates:
@@ -199,15 +211,7 @@ def plan_budget(model: nn.Module, target: Target, sizes: Sizes, latency_model, c
             if candidate is None:
                 notes.append(f"{precision} {imgsz} px: no widths fit the budget")
                 continue
-            candidate.precision = precision
-            widths = (imgsz, tuple(sorted(candidate.keep.items())))
-            if widths not in proxies:  # the proxy is of the FP32 model: one per size and widths
-                module = (prune_to_widths(model, candidate.keep, _at(cfg, imgsz), batches(imgsz) if batches else None)[0]
-                          if candidate.pruned else model)
-                proxies[widths] = round(proxy(module, imgsz), 4)
-            candidate.proxy_map = proxies[widths]
-            candidate.score = round(candidate.proxy_map - (charge if precision == "int8" else 0.0), 4)
-            candidates.append(candidate)
+            candidates.append(scored(candidate, precision))
             print(f"  budget plan {precision} {imgsz} px: {'pruned' if candidate.pruned else 'unpruned'}, predicted "
                   f"{candidate.predicted_ms:.2f} ms, proxy mAP50-95 {candidate.proxy_map:.3f}")
             if not candidate.pruned:
@@ -226,16 +230,12 @@ def plan_budget(model: nn.Module, target: Target, sizes: Sizes, latency_model, c
         if corrected is None:
             notes.append(f"{precision} {chosen.imgsz} px: timed over the budget and not correctable; next candidate")
         else:
-            corrected.precision = precision
-            module = (prune_to_widths(model, corrected.keep, _at(cfg, corrected.imgsz),
-                                      batches(corrected.imgsz) if batches else None)[0] if corrected.pruned else model)
-            corrected.proxy_map = round(proxy(module, corrected.imgsz), 4)
-            corrected.score = round(corrected.proxy_map - (charge if precision == "int8" else 0.0), 4)
             notes.append(f"{precision} {chosen.imgsz} px: predicted {chosen.predicted_ms:.2f} ms, timed here "
                          f"{corrected.measured_ms:.2f} ms after {corrected.corrections} correction(s)")
-            candidates.append(corrected)
+            candidates.append(scored(corrected, precision))
         if not candidates:
-            raise EdgepruneError(f"latency budget {budget:g} ms: no candidate fits when timed here", "raise the budget")
+            raise EdgepruneError(f"latency budget {budget:g} ms: no candidate fits when timed here",
+                                 "raise budget.latency_ms (--budget) or prune to a FLOPs goal (--flops)")
         chosen = max(candidates, key=rank)
     return BudgetPlan(budget, predictors[chosen.precision].percentile, predictors[chosen.precision].source, sizes,
                       candidates, chosen, proxy_name, notes, margin)
