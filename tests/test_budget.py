@@ -237,6 +237,21 @@ def test_precision_is_searched_where_the_runtime_offers_two(tiny_model):
     assert set(predictors) == {"int8"} and "fp16: not searched" in notes[0]
 
 
+def test_near_ties_go_to_the_larger_input():
+    """Closer than PROXY_TIE the proxy cannot rank; the larger input wins (fine-tuning restores channels, not
+    pixels). A clearer lead still wins at a smaller size."""
+    from edgeprune.budget.plan import PROXY_TIE, Candidate, choose
+
+    def cand(imgsz, score, ms=1.0):
+        return Candidate(imgsz, True, {}, ms, proxy_map=score, score=score)
+
+    near = [cand(192, 0.383), cand(224, 0.383 - PROXY_TIE / 2), cand(256, 0.301)]
+    assert choose(near).imgsz == 224
+    clear = [cand(192, 0.383), cand(224, 0.383 - 2 * PROXY_TIE)]
+    assert choose(clear).imgsz == 192
+    assert choose([cand(224, 0.4, 3.0), cand(224, 0.4, 2.0)]).predicted_ms == 2.0, "equal: the faster"
+
+
 def test_profiles_reject_a_precision_their_format_cannot_export():
     with pytest.raises(EdgepruneError, match="precision_candidates"):
         load_target("rpi", **{"recipe.precision_candidates": ["int8", "fp16"]})

@@ -5,12 +5,13 @@ and input size, the knapsack (budget.knapsack) finds the widths that fit (the un
 already does), the real pruned model is predicted again and, on a miss, the knapsack's budget is
 tightened until it fits. With a loss-based criterion (taylor, the profiles' default) channels are valued
 on one scale across layers, as HALP's knapsack needs; magnitude criteria are only comparable within a
-group, so each group's scores are divided by their mean and the knapsack is blind to which layers matter. On a device that is this machine (`device.measure_here`) the candidate is also
-exported and timed here, and a measured miss is corrected the same way. The plan aims below the budget by
-`budget.margin`, so timing noise and model error do not push the artefact over it. Candidates are then
-ranked by the adaptive-BN proxy (budget.proxy); INT8 candidates are charged the accuracy the INT8 guard
-allows them to lose (`quantize.max_map_drop`) when they compete with a float precision. The winner alone
-gets the full fine-tune.
+group, so each group's scores are divided by their mean and the knapsack is blind to which layers matter.
+On a device that is this machine (`device.measure_here`) the candidate is also exported and timed here,
+and a measured miss is corrected the same way. The plan aims below the budget by `budget.margin`, so
+timing noise and model error do not push the artefact over it. Candidates are then ranked by the proxy
+(budget.proxy: a short fine-tune, then adaptive BN), near-ties going to the larger input; INT8 candidates
+are charged the accuracy the INT8 guard allows them to lose (`quantize.max_map_drop`) when they compete
+with a float precision. The winner alone gets the full fine-tune.
 """
 
 from __future__ import annotations
@@ -220,8 +221,7 @@ def plan_budget(model: nn.Module, target: Target, sizes: Sizes, latency_model, c
         raise EdgepruneError(f"latency budget {budget:g} ms: no candidate size fits after correction "
                              f"({', '.join(p.source for p in predictors.values())})",
                              "raise budget.latency_ms (--budget) or prune to a FLOPs goal (--flops)")
-    rank = lambda c: (c.score, -c.predicted_ms)  # noqa: E731
-    chosen = max(candidates, key=rank)
+    chosen = choose(candidates)
     while verify is not None and chosen.measured_ms is None:
         precision = chosen.precision
         time_at = lambda m, s, p=precision: verify(m, s, p)  # noqa: E731
@@ -236,9 +236,20 @@ def plan_budget(model: nn.Module, target: Target, sizes: Sizes, latency_model, c
         if not candidates:
             raise EdgepruneError(f"latency budget {budget:g} ms: no candidate fits when timed here",
                                  "raise budget.latency_ms (--budget) or prune to a FLOPs goal (--flops)")
-        chosen = max(candidates, key=rank)
+        chosen = choose(candidates)
     return BudgetPlan(budget, predictors[chosen.precision].percentile, predictors[chosen.precision].source, sizes,
                       candidates, chosen, proxy_name, notes, margin)
+
+
+PROXY_TIE = 0.01  # mAP50-95: closer than this, a val slice of tens of images cannot tell candidates apart
+
+
+def choose(candidates: list[Candidate]) -> Candidate:
+    """The best proxy score, and within PROXY_TIE of it the largest input size: a short fine-tune gives a pruned
+    model back its channels' accuracy but a smaller input never gets its pixels back, so the proxy underrates
+    pruned large-input candidates (bench-budget's --all-candidates rows)."""
+    best = max(c.score for c in candidates)
+    return max((c for c in candidates if c.score >= best - PROXY_TIE), key=lambda c: (c.imgsz, c.score, -c.predicted_ms))
 
 
 def anchored(predict: Predictor, model: nn.Module, sizes: Sizes, timer: Callable[[nn.Module, int], float]):
