@@ -3,7 +3,7 @@
 This host is the device. For each family (checkpoint), runtime and budget, from the same checkpoint and with
 the same fine-tuning epochs for every row:
   (a) budget search: the plan `make deploy` runs (input size x knapsack widths predicted to fit, each
-      candidate timed here and corrected on a miss, ranked by the adaptive-BN proxy);
+      candidate timed here and corrected on a miss, ranked by the proxy: a short fine-tune, then adaptive BN);
   (b) uniform FLOPs pruning at the largest size (the old `--flops` goal), bisected until its latency matches
       (a)'s (timed for ONNX Runtime; for LiteRT, whose INT8 export takes a minute here, predicted by the
       measured latency model — the final side-by-side timing shows where each row really landed);
