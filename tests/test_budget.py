@@ -137,7 +137,8 @@ def test_every_candidate_is_exported_and_timed_and_the_chosen_widths_rebuild_the
     assert len(timed_files) > 2, "candidates were exported and run"
     assert chosen.pruned and chosen.measured_ms <= plan.aim_ms < budget and "scaled" in plan.source
     pruned = prune_to_widths(model, chosen.keep, PruneConfig(imgsz=imgsz))[0]
-    assert timed(pruned, imgsz) == pytest.approx(chosen.measured_ms, abs=1e-3), "the plan's widths rebuild the model it timed"
+    assert timed(pruned, imgsz) == pytest.approx(chosen.measured_ms, abs=1e-3), \
+        "the plan's widths rebuild the model it timed"
     assert predict_module(pruned, imgsz, predictor_for(target, None)) > 0
 
 

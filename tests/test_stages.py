@@ -30,7 +30,8 @@ def test_baseline_then_prune_run_alone(tiny_data, tiny_model, tmp_path):
     assert baseline.outputs() == [run.base_pt] and run.base_pt.is_file() and "map50_95" in run.metrics["baseline"]
 
     prune = stages.prune_stage(run)  # built only now: its input is the baseline's finished file
-    assert prune.inputs == {"model": sha256_file(run.base_pt), "data": run.data_sha} and prune.config["flops_reduction"] == 0.5
+    assert prune.inputs == {"model": sha256_file(run.base_pt), "data": run.data_sha}
+    assert prune.config["flops_reduction"] == 0.5
     metrics = prune.run()
     assert run.pruned_pt.is_file() and run.record.is_file() and metrics["params"] < run.metrics["baseline"]["params"]
     assert stages.finetune_stage(run) is None, "0 fine-tuning epochs: no stage, the export starts from the cut"

@@ -219,8 +219,7 @@ def plan_budget(model: nn.Module, target: Target, sizes: Sizes, latency_model, c
                 break  # smaller sizes of an unpruned model that fits only lose accuracy
     if not candidates:
         raise EdgepruneError(f"latency budget {budget:g} ms: no candidate size fits after correction "
-                             f"({', '.join(p.source for p in predictors.values())})",
-                             "raise budget.latency_ms (--budget) or prune to a FLOPs goal (--flops)")
+                             f"({', '.join(p.source for p in predictors.values())})", RAISE_BUDGET)
     chosen = choose(candidates)
     while verify is not None and chosen.measured_ms is None:
         precision = chosen.precision
@@ -234,13 +233,13 @@ def plan_budget(model: nn.Module, target: Target, sizes: Sizes, latency_model, c
                          f"{corrected.measured_ms:.2f} ms after {corrected.corrections} correction(s)")
             candidates.append(scored(corrected, precision))
         if not candidates:
-            raise EdgepruneError(f"latency budget {budget:g} ms: no candidate fits when timed here",
-                                 "raise budget.latency_ms (--budget) or prune to a FLOPs goal (--flops)")
+            raise EdgepruneError(f"latency budget {budget:g} ms: no candidate fits when timed here", RAISE_BUDGET)
         chosen = choose(candidates)
     return BudgetPlan(budget, predictors[chosen.precision].percentile, predictors[chosen.precision].source, sizes,
                       candidates, chosen, proxy_name, notes, margin)
 
 
+RAISE_BUDGET = "raise budget.latency_ms (--budget) or prune to a FLOPs goal (--flops)"
 PROXY_TIE = 0.01  # mAP50-95: closer than this, a val slice of tens of images cannot tell candidates apart
 
 
@@ -249,7 +248,8 @@ def choose(candidates: list[Candidate]) -> Candidate:
     model back its channels' accuracy but a smaller input never gets its pixels back, so the proxy underrates
     pruned large-input candidates (bench-budget's --all-candidates rows)."""
     best = max(c.score for c in candidates)
-    return max((c for c in candidates if c.score >= best - PROXY_TIE), key=lambda c: (c.imgsz, c.score, -c.predicted_ms))
+    near = [c for c in candidates if c.score >= best - PROXY_TIE]
+    return max(near, key=lambda c: (c.imgsz, c.score, -c.predicted_ms))
 
 
 def anchored(predict: Predictor, model: nn.Module, sizes: Sizes, timer: Callable[[nn.Module, int], float]):
