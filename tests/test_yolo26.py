@@ -1,5 +1,5 @@
 """YOLO26 end to end: its NMS-free one-to-one head through TFLite INT8 and QDQ ONNX, evaluated by running each
-artefact, decoded by the device detector, and the rpi bundle emulated bit-exact."""
+artefact, decoded by the device detector, converted to CoreML, and the rpi bundle emulated bit-exact."""
 
 import json
 import subprocess
@@ -62,6 +62,12 @@ def test_yolo26n_nms_free_head_through_tflite_int8_and_qdq_onnx(tiny_data, tmp_p
         "TopK / GatherElements / Mod of the one-to-one head are on TensorRT's list"
     qdq_raw = formats.load_runner(jetson.bundle / "model_int8.onnx", threads=1, imgsz=64).run(x)
     assert qdq_raw.shape == (1, anchors, 6)
+
+    from edgeprune.formats.coreml.export import inspect_spec  # iOS: the head's top-k and row selection convert
+
+    package = formats.get("coreml").export(tuned, tmp_path / "model_int8.mlpackage", 64, "int8")
+    ops = inspect_spec(package)["ops"]
+    assert ops.get("topk", 0) >= 2 and ops.get("gather_nd", 0) >= 1, ops
 
     from test_deploy_e2e import _emulated_outputs_are_bit_exact
 

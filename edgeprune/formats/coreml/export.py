@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import types
 from collections import Counter
 from pathlib import Path
 
@@ -23,10 +24,20 @@ from edgeprune.manifest import scratch_dir
 QUANTIZED_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
 
 
+def _indexed_gather(head, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The one-to-one head's row selection by indexing, not torch.gather: coremltools types the gather's int64
+    indices as fp32 (they pass through a floor division) and then refuses them."""
+    rows = torch.arange(x.shape[0])[:, None]
+    return x[rows, index]
+
+
 def convert(model: torch.nn.Module, imgsz: int, precision: str, names: dict | None = None):
     import coremltools as ct
 
     graph = deploy_graph(model, imgsz)
+    if graph.end2end:
+        head = graph.model.model[-1]
+        head._gather = types.MethodType(_indexed_gather, head)
     example = torch.zeros(1, 3, imgsz, imgsz)
     with torch.no_grad():
         graph(example)  # the head caches anchors on its first call; trace the steady state
@@ -41,7 +52,9 @@ def convert(model: torch.nn.Module, imgsz: int, precision: str, names: dict | No
 
         config = OptimizationConfig(global_config=OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8"))
         mlmodel = linear_quantize_weights(mlmodel, config=config)
-    mlmodel.short_description = "edgeprune YOLO detector: output (1, 4+nc, anchors), boxes xywh / imgsz, scores"
+    mlmodel.short_description = ("edgeprune YOLO detector: output (1, k, 6) x1 y1 x2 y2 / imgsz, score, class (NMS-free)"
+                                 if graph.end2end else
+                                 "edgeprune YOLO detector: output (1, 4+nc, anchors), boxes xywh / imgsz, scores")
     mlmodel.user_defined_metadata.update({"imgsz": str(imgsz), "names": json.dumps(names or {}),
                                           "precision": f"weights {precision}, activations fp16",
                                           "boxes_normalized": "true"})
