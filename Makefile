@@ -15,14 +15,14 @@ PYTEST_ARGS ?=
 export OMP_NUM_THREADS ?= $(shell nproc)
 export YOLO_OFFLINE := 1
 
-.PHONY: setup deploy emulate emulate-tools test test-fast bench bench-guard bench-latency bench-budget bench-prune bench-recovery bench-stream bench-control baseline data clean help
+.PHONY: setup deploy emulate emulate-tools test test-fast bench bench-guard bench-latency bench-budget bench-prune bench-recovery bench-targets bench-stream bench-control baseline data clean help
 
 help:
 	@echo "make deploy TARGET=rpi [MODEL=yolo11n.pt] [DATA=datasets/x.yaml]   full pipeline -> dist/<target>/"
 	@echo "make emulate TARGET=rpi                                           bundle's script on qemu's ARM CPU, outputs vs host"
 	@echo "make test                                                         unit + end-to-end tests"
 	@echo "make baseline [MODEL=yolo26n.yaml]                                re-train baselines/<model>-synth.pt"
-	@echo "make bench / bench-prune / bench-stream / bench-guard / bench-latency / bench-budget   benchmarks -> bench/*.json, *.md"
+	@echo "make bench / bench-prune / bench-stream / bench-guard / bench-latency / bench-budget / bench-targets   benchmarks -> bench/*.json, *.md"
 
 setup: $(STAMP)
 
@@ -63,7 +63,7 @@ test-fast: setup
 BASELINE_YAML   = $(or $(MODEL),yolo11n.yaml)
 BASELINE_NAME   = $(basename $(notdir $(BASELINE_YAML)))
 BASELINE_EPOCHS_yolo11n := 60
-BASELINE_EPOCHS_yolo26n := 200
+BASELINE_EPOCHS_yolo26n := 60
 baseline: setup
 	$(BIN)/edgeprune baseline --model $(BASELINE_YAML) --data datasets/synth.yaml --imgsz 256 --seed 0 \
 		--epochs $(or $(EPOCHS),$(BASELINE_EPOCHS_$(BASELINE_NAME)),60) \
@@ -101,6 +101,9 @@ bench-recovery: setup             # what closes the pruned-vs-unpruned gap at eq
 bench-prune: setup
 	$(BIN)/python -m benchmarks.pruning --out bench $(if $(ACCURACY),--accuracy $(ACCURACY)) \
 		$(if $(DISTILL),--distill-weight $(DISTILL)) $(if $(STEPS),--steps $(STEPS))
+
+bench-targets: setup              # one checkpoint through every target's artefact, each run for its mAP
+	$(BIN)/python -m benchmarks.targets --out bench/targets $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 
 bench-stream: setup                # end-to-end FPS and latency of the drone / automotive loops on the rpi bundle
 	$(BIN)/edgeprune data video --out bench/val.avi
