@@ -15,6 +15,7 @@ import argparse
 import json
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,7 @@ def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2
 
 
 def accuracy(checkpoint: Path, data: str, reductions, epochs: int, imgsz: int, work: Path,
-             distill_weight: float = 0.0, steps=(1,)) -> list[dict]:
+             distill_weight: float = 0.0, steps=(1,), criterion: str = "l2") -> list[dict]:
     """mAP50-95 after `epochs` of fine-tuning at each FLOPs goal, and of the unpruned model (goal 0).
 
     With `distill_weight` > 0 every pruned goal is fine-tuned twice, without and with distillation from
@@ -101,8 +102,10 @@ def accuracy(checkpoint: Path, data: str, reductions, epochs: int, imgsz: int, w
     schedule: with n > 1 cuts the same total epochs are split between them (epochs // n between cuts,
     the rest after the last), so the control's epoch count still matches.
     """
+    from edgeprune.data.batches import loss_batches
     from edgeprune.data.build import ensure_dataset
     from edgeprune.evaluation.detection import evaluate_model
+    from edgeprune.pruning.structured import DATA_CRITERIA
     from edgeprune.training.trainer import finetune_recipe, train
     from edgeprune.models.checkpoint import load_model
 
@@ -113,6 +116,11 @@ def accuracy(checkpoint: Path, data: str, reductions, epochs: int, imgsz: int, w
     base = load_model(checkpoint)
     start_map = evaluate_model(base, dataset, imgsz, desc="eval checkpoint")["map50_95"]
     weights = (0.0, distill_weight) if distill_weight else (0.0,)
+    config = PruneConfig(imgsz=imgsz, criterion=criterion)
+
+    def batches():  # a data criterion scores each cut with detection-loss gradients on train images
+        return loss_batches(dataset, imgsz) if criterion in DATA_CRITERIA else None
+
     rows = []
     for goal, cuts, kd in [(0.0, 0, 0.0)] + [(g, n, kd) for g in reductions for n in steps for kd in weights]:
         between = epochs // cuts if cuts > 1 else 0
@@ -125,14 +133,16 @@ def accuracy(checkpoint: Path, data: str, reductions, epochs: int, imgsz: int, w
         if goal == 0:  # train() updates its module in place: the control trains a fresh copy, not `base`
             model, result = load_model(checkpoint), None
         elif cuts == 1:
-            model, result = prune(base, PruneConfig(flops_reduction=goal, imgsz=imgsz))
+            model, result = prune(base, replace(config, flops_reduction=goal), batches=batches())
         else:
-            model, result, _ = iterative_prune(base, PruneConfig(flops_reduction=goal, imgsz=imgsz), cuts,
-                                               lambda m, step: tune(m, between, work / name / f"step{step}"))
+            model, result, _ = iterative_prune(base, replace(config, flops_reduction=goal), cuts,
+                                               lambda m, step: tune(m, between, work / name / f"step{step}"),
+                                               batches=batches)
         before = start_map if goal == 0 else evaluate_model(model, dataset, imgsz, desc=f"eval {name}")["map50_95"]
         tuned = tune(model, epochs - between * max(0, cuts - 1), work / name)
         after = evaluate_model(tuned, dataset, imgsz, desc=f"eval tuned {name}")["map50_95"]
         rows.append({"checkpoint": str(checkpoint), "flops_goal": goal, "epochs": epochs, "imgsz": imgsz,
+                     "criterion": None if goal == 0 else criterion,
                      "distill_weight": kd, "prune_steps": cuts,
                      "flops_removed": 0.0 if result is None else round(result.flops_reduction, 3),
                      "map50_95_before_finetune": round(before, 4), "map50_95_after_finetune": round(after, 4)})
@@ -144,7 +154,8 @@ def accuracy(checkpoint: Path, data: str, reductions, epochs: int, imgsz: int, w
 
 
 def _recipe(row: dict) -> str:
-    parts = [f"{row['prune_steps']} cuts"] if row.get("prune_steps", 1) > 1 else []
+    parts = [row["criterion"]] if row.get("criterion") not in (None, "l2") else []
+    parts += [f"{row['prune_steps']} cuts"] if row.get("prune_steps", 1) > 1 else []
     parts += [f"distil {row['distill_weight']:g}"] if row.get("distill_weight") else []
     return " + ".join(parts) or "—"
 
@@ -196,6 +207,8 @@ def main(argv=None) -> int:
                         "pruned goal with distillation from the unpruned checkpoint at this weight")
     parser.add_argument("--steps", type=int, nargs="*", default=[1], help="with --accuracy: schedules to compare, "
                         "each reaching every goal in that many cuts with the --epochs split between them")
+    parser.add_argument("--criterion", default="l2", help="with --accuracy: the pruning criterion (taylor: the "
+                        "profiles' default, scored on train images)")
     parser.add_argument("--skip-latency", action="store_true", help="only the --accuracy part")
     parser.add_argument("--accuracy-from", nargs="*", default=[], metavar="JSON",
                         help="add the accuracy rows of earlier runs (their prune.json), e.g. other checkpoints")
@@ -209,7 +222,8 @@ def main(argv=None) -> int:
     if args.accuracy:
         result["accuracy"] = accuracy(Path(args.accuracy), args.data, tuple(args.goals), args.epochs,
                                       args.accuracy_imgsz, (out / "prune-accuracy").resolve(),
-                                      distill_weight=args.distill_weight, steps=tuple(args.steps))
+                                      distill_weight=args.distill_weight, steps=tuple(args.steps),
+                                      criterion=args.criterion)
     for earlier in args.accuracy_from:
         result.setdefault("accuracy", []).extend(json.loads(Path(earlier).read_text()).get("accuracy", []))
     atomic_write_json(out / "prune.json", result)
