@@ -21,7 +21,8 @@ from edgeprune.data.build import BUNDLED_YAML, ensure_dataset
 from edgeprune.paths import PROJECT_ROOT
 from edgeprune.evaluation.detection import evaluate, torch_runner
 from edgeprune.evaluation.latency import measure
-from edgeprune.manifest import atomic_write_json, atomic_write_text, scratch_dir, tool_versions
+from edgeprune.manifest import scratch_dir, tool_versions
+from benchmarks.report import publish
 from edgeprune.models.checkpoint import load_model, save_model
 from edgeprune.preflight import DEFAULT_BASELINE
 from edgeprune.quantize.calibration import calibration_set
@@ -93,8 +94,7 @@ def run(model_path: Path, data: str, imgsz: int, calibration_images: int, thread
             row["map_retention"] = round(row["map50_95"] / reference["map50_95"], 4) if reference["map50_95"] else None
     result = {"model": str(model_path), "data": str(data), "imgsz": imgsz, "threads": threads,
               "calibration_images": calibration_images, "rows": rows, "tools": tool_versions()}
-    atomic_write_json(out / "export.json", result)
-    atomic_write_text(out / "export.md", markdown(result))
+    publish(out, "export", result, markdown(result))
     return result
 
 
@@ -125,9 +125,7 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="evaluate on the first N val images")
     parser.add_argument("--out", default="bench")
     args = parser.parse_args(argv)
-    result = run(Path(args.model), args.data, args.imgsz, args.calibration_images, args.threads, Path(args.out),
-                 args.limit)
-    print(markdown(result))
+    run(Path(args.model), args.data, args.imgsz, args.calibration_images, args.threads, Path(args.out), args.limit)
     return 0
 
 

@@ -25,7 +25,8 @@ from edgeprune import formats
 from edgeprune.errors import EdgepruneError
 from edgeprune.evaluation.latency import measure_interleaved
 from edgeprune.formats.onnx.export import export_fp32
-from edgeprune.manifest import atomic_write_json, atomic_write_text, scratch_dir, tool_versions
+from edgeprune.manifest import scratch_dir, tool_versions
+from benchmarks.report import publish
 from edgeprune.pruning.iterative import iterative_prune
 from edgeprune.pruning.structured import PruneConfig, count_macs, prune
 
@@ -226,9 +227,7 @@ def main(argv=None) -> int:
                                       criterion=args.criterion)
     for earlier in args.accuracy_from:
         result.setdefault("accuracy", []).extend(json.loads(Path(earlier).read_text()).get("accuracy", []))
-    atomic_write_json(out / "prune.json", result)
-    atomic_write_text(out / "prune.md", markdown(result))
-    print(markdown(result))
+    publish(out, "prune", result, markdown(result))
     return 0
 
 

@@ -18,7 +18,8 @@ import torch
 
 import edgeprune as ep
 from edgeprune import formats
-from edgeprune.manifest import atomic_write_json, atomic_write_text, tool_versions
+from edgeprune.manifest import tool_versions
+from benchmarks.report import publish
 
 TARGETS = ("rpi", "jetson", "ios", "host")
 
@@ -68,9 +69,7 @@ def main(argv=None) -> int:
     result = {"command": "python -m benchmarks.targets " + " ".join(sys.argv[1:] if argv is None else argv),
               "checkpoint": args.checkpoint, "imgsz": args.imgsz, "reference_map50_95": round(reference, 4),
               "rows": rows, "tools": tool_versions()}
-    atomic_write_json(out / "targets.json", result)
-    atomic_write_text(out / "targets.md", markdown(result))
-    print(markdown(result))
+    publish(out, "targets", result, markdown(result))
     return 0
 
 
