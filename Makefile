@@ -85,7 +85,8 @@ bench-guard: setup                # the INT8 guard's levels + sensitivity search
 
 # params / GFLOPs / ONNX Runtime latency before vs after pruning at 30/50/70 %;
 # ACCURACY=baselines/yolo11n-synth.pt adds mAP50-95 after fine-tuning per goal vs the unpruned control (slow);
-# DISTILL=4 also fine-tunes each goal with distillation from that checkpoint, STEPS="1 2" compares schedules
+# DISTILL=4 also fine-tunes each goal with distillation from that checkpoint, STEPS="1 2" compares schedules,
+# CRITERION=taylor prunes by the profiles' criterion instead of l2
 bench-latency: setup              # latency model vs measurement on held-out pruned variants (this host's runtimes)
 	$(BIN)/python -m benchmarks.latency --out bench $(if $(FAMILIES),--families $(FAMILIES)) \
 		$(if $(RUNTIMES),--runtimes $(RUNTIMES))
@@ -100,7 +101,8 @@ bench-recovery: setup             # what closes the pruned-vs-unpruned gap at eq
 
 bench-prune: setup
 	$(BIN)/python -m benchmarks.pruning --out bench $(if $(ACCURACY),--accuracy $(ACCURACY)) \
-		$(if $(DISTILL),--distill-weight $(DISTILL)) $(if $(STEPS),--steps $(STEPS))
+		$(if $(DISTILL),--distill-weight $(DISTILL)) $(if $(STEPS),--steps $(STEPS)) \
+		$(if $(CRITERION),--criterion $(CRITERION))
 
 bench-targets: setup              # one checkpoint through every target's artefact, each run for its mAP
 	$(BIN)/python -m benchmarks.targets --out bench/targets $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
