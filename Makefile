@@ -83,10 +83,6 @@ bench-guard: setup                # the INT8 guard's levels + sensitivity search
 	$(BIN)/python -m benchmarks.guard --format tflite --out bench
 	$(BIN)/python -m benchmarks.guard --format tensorrt --out bench
 
-# params / GFLOPs / ONNX Runtime latency before vs after pruning at 30/50/70 %;
-# ACCURACY=baselines/yolo11n-synth.pt adds mAP50-95 after fine-tuning per goal vs the unpruned control (slow);
-# DISTILL=4 also fine-tunes each goal with distillation from that checkpoint, STEPS="1 2" compares schedules,
-# CRITERION=taylor prunes by the profiles' criterion instead of l2
 bench-latency: setup              # latency model vs measurement on held-out pruned variants (this host's runtimes)
 	$(BIN)/python -m benchmarks.latency --out bench $(if $(FAMILIES),--families $(FAMILIES)) \
 		$(if $(RUNTIMES),--runtimes $(RUNTIMES))
@@ -99,6 +95,10 @@ bench-recovery: setup             # what closes the pruned-vs-unpruned gap at eq
 	$(BIN)/python -m benchmarks.recovery --out bench $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) \
 		$(if $(RECIPES),--recipes $(RECIPES))
 
+# params / GFLOPs / ONNX Runtime latency before vs after pruning at 30/50/70 %;
+# ACCURACY=baselines/yolo11n-synth.pt adds mAP50-95 after fine-tuning per goal vs the unpruned control (slow);
+# DISTILL=4 also fine-tunes each goal with distillation from that checkpoint, STEPS="1 2" compares schedules,
+# CRITERION=taylor prunes by the profiles' criterion instead of l2
 bench-prune: setup
 	$(BIN)/python -m benchmarks.pruning --out bench $(if $(ACCURACY),--accuracy $(ACCURACY)) \
 		$(if $(DISTILL),--distill-weight $(DISTILL)) $(if $(STEPS),--steps $(STEPS)) \
