@@ -22,11 +22,12 @@ from edgeprune.paths import PROJECT_ROOT
 from edgeprune.evaluation.detection import evaluate, torch_runner
 from edgeprune.evaluation.latency import measure
 from edgeprune.manifest import scratch_dir, tool_versions
-from benchmarks.report import publish
 from edgeprune.models.checkpoint import load_model, save_model
 from edgeprune.preflight import DEFAULT_BASELINE
 from edgeprune.quantize.calibration import calibration_set
 from edgeprune.quantize.guard import export_with_guard
+
+from benchmarks.report import publish
 
 OURS = (("edgeprune", "tflite", "int8"), ("edgeprune", "tflite", "fp32"), ("edgeprune", "onnx", "int8"),
         ("edgeprune", "onnx", "fp32"))

@@ -26,9 +26,10 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.evaluation.latency import measure_interleaved
 from edgeprune.formats.onnx.export import export_fp32
 from edgeprune.manifest import scratch_dir, tool_versions
-from benchmarks.report import publish
 from edgeprune.pruning.iterative import iterative_prune
 from edgeprune.pruning.structured import PruneConfig, count_macs, prune
+
+from benchmarks.report import publish
 
 MODELS = ("yolo11n.yaml", "yolov8n.yaml", "yolo26n.yaml")
 REDUCTIONS = (0.3, 0.5, 0.7)
