@@ -204,8 +204,7 @@ def run_family(name: str, runtime: str, fractions: list[float], epochs: int, out
     for fraction in fractions:
         budget = round(fraction * reference_ms, 3)
         tb = dataclasses.replace(target, budget=dataclasses.replace(target.budget, latency_ms=budget))
-        cfg = PruneConfig(criterion=target.recipe.prune.criterion, round_to=target.device.round_to,
-                          imgsz=sizes.largest)
+        cfg = PruneConfig.from_recipe(target.recipe.prune, target.device.round_to, sizes.largest)
         print(f"{name} {runtime}: budget {budget:.2f} ms ({fraction:g} of the unpruned {reference_ms:.2f} ms)")
         plan = plan_budget(base, tb, sizes, latency_model, cfg, proxy, timer=timer if time_candidates else None,
                            batches=batches, verify=None if time_candidates else timer, proxy_name=proxy_name(proxy_epochs))

@@ -26,6 +26,7 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.evaluation.latency import measure_interleaved
 from edgeprune.formats.onnx.export import export_fp32
 from edgeprune.manifest import scratch_dir, tool_versions
+from edgeprune.pruning.heads import attention_blocks
 from edgeprune.pruning.iterative import iterative_prune
 from edgeprune.pruning.structured import PruneConfig, count_macs, prune
 
@@ -64,8 +65,18 @@ def time_in_turns(paths: dict, imgsz: int, threads: int, rounds: int, repeats: i
     return out
 
 
+def _config(model: torch.nn.Module, imgsz: int, heads: bool, **kwargs) -> PruneConfig:
+    """The benchmark's pruning; `heads`: every attention block also loses half its heads."""
+    halved = tuple((name, 0.5) for name in attention_blocks(model)) if heads else ()
+    return PruneConfig(imgsz=imgsz, attention_heads=heads, overrides=halved, **kwargs)
+
+
+def _heads_dropped(result) -> int:
+    return 0 if result is None else sum(e["heads"] - len(e["kept"]) for e in result.heads.values())
+
+
 def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2, nc: int = 80,
-        rounds: int = 8, repeats: int = 1, runtime: str = "onnxruntime") -> dict:
+        rounds: int = 8, repeats: int = 1, runtime: str = "onnxruntime", heads: bool = False) -> dict:
     """Per family: prune to every goal first, then time the unpruned and pruned models in turns."""
     from edgeprune.models.checkpoint import build_from_yaml
 
@@ -80,8 +91,9 @@ def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2
             paths = {0.0: _artefact(model, imgsz, Path(tmp), runtime)}
             for goal in reductions:
                 start = time.time()
-                pruned, result = prune(model, PruneConfig(flops_reduction=goal, imgsz=imgsz))
-                family.append({"model": spec, "flops_goal": goal, "params": result.params_after,
+                pruned, result = prune(model, _config(model, imgsz, heads, flops_reduction=goal))
+                family.append({"model": spec, "flops_goal": goal, "heads_dropped": _heads_dropped(result),
+                               "params": result.params_after,
                                "gflops": round(2 * result.macs_after / 1e9, 3),
                                "flops_ratio": round(result.macs_after / macs0, 3), "locked": len(result.locked),
                                "prune_s": round(time.time() - start, 1)})
@@ -96,13 +108,14 @@ def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2
 
 
 def accuracy(checkpoint: Path, data: str, reductions, epochs: int, imgsz: int, work: Path,
-             distill_weight: float = 0.0, steps=(1,), criterion: str = "l2") -> list[dict]:
+             distill_weight: float = 0.0, steps=(1,), criterion: str = "l2", heads: bool = False) -> list[dict]:
     """mAP50-95 after `epochs` of fine-tuning at each FLOPs goal, and of the unpruned model (goal 0).
 
     With `distill_weight` > 0 every pruned goal is fine-tuned twice, without and with distillation from
     the unpruned checkpoint, so the two rows differ only in the teacher. Each entry of `steps` is a
     schedule: with n > 1 cuts the same total epochs are split between them (epochs // n between cuts,
-    the rest after the last), so the control's epoch count still matches.
+    the rest after the last), so the control's epoch count still matches. With `heads`, every attention block
+    of a pruned goal also loses half its heads (the FLOPs search then cuts channels around that).
     """
     from edgeprune.data.batches import loss_batches
     from edgeprune.data.build import ensure_dataset
@@ -118,7 +131,7 @@ def accuracy(checkpoint: Path, data: str, reductions, epochs: int, imgsz: int, w
     base = load_model(checkpoint)
     start_map = evaluate_model(base, dataset, imgsz, desc="eval checkpoint")["map50_95"]
     weights = (0.0, distill_weight) if distill_weight else (0.0,)
-    config = PruneConfig(imgsz=imgsz, criterion=criterion)
+    config = _config(base, imgsz, heads, criterion=criterion)
 
     def batches():  # a data criterion scores each cut with detection-loss gradients on train images
         return loss_batches(dataset, imgsz) if criterion in DATA_CRITERIA else None
@@ -145,6 +158,7 @@ def accuracy(checkpoint: Path, data: str, reductions, epochs: int, imgsz: int, w
         after = evaluate_model(tuned, dataset, imgsz, desc=f"eval tuned {name}")["map50_95"]
         rows.append({"checkpoint": str(checkpoint), "flops_goal": goal, "epochs": epochs, "imgsz": imgsz,
                      "criterion": None if goal == 0 else criterion,
+                     "heads_dropped": _heads_dropped(result),
                      "distill_weight": kd, "prune_steps": cuts,
                      "flops_removed": 0.0 if result is None else round(result.flops_reduction, 3),
                      "map50_95_before_finetune": round(before, 4), "map50_95_after_finetune": round(after, 4)})
@@ -158,6 +172,7 @@ def accuracy(checkpoint: Path, data: str, reductions, epochs: int, imgsz: int, w
 def _recipe(row: dict) -> str:
     parts = [row["criterion"]] if row.get("criterion") not in (None, "l2") else []
     parts += [f"{row['prune_steps']} cuts"] if row.get("prune_steps", 1) > 1 else []
+    parts += [f"{row['heads_dropped']} attention heads dropped"] if row.get("heads_dropped") else []
     parts += [f"distil {row['distill_weight']:g}"] if row.get("distill_weight") else []
     return " + ".join(parts) or "—"
 
@@ -166,11 +181,12 @@ def markdown(result: dict) -> str:
     runtime = {"litert": "LiteRT full-INT8 .tflite"}.get(result.get("runtime"), "ONNX Runtime FP32")
     title = f"# Pruning benchmark — {result['imgsz']} px, {runtime} on the CPU, {result['threads']} threads, batch 1"
     lines = [title, "",
-             "| model | FLOPs goal | params (M) | GFLOPs | FLOPs ratio | p50 ms | latency ratio | ratio range |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| model | FLOPs goal | heads dropped | params (M) | GFLOPs | FLOPs ratio | p50 ms | latency ratio | "
+             "ratio range |", "|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         low, high = r.get("latency_ratio_range", [r["latency_ratio"]] * 2)
-        lines.append(f"| {r['model']} | {r['flops_goal']:.0%} | {r['params'] / 1e6:.2f} | {r['gflops']:.2f} | "
+        lines.append(f"| {r['model']} | {r['flops_goal']:.0%} | {r.get('heads_dropped', 0)} | {r['params'] / 1e6:.2f} | "
+                     f"{r['gflops']:.2f} | "
                      f"{r['flops_ratio']:.2f} | {r['p50_ms']:.1f} | {r['latency_ratio']:.3f} | "
                      f"{low:.3f}–{high:.3f} |")
     lines += ["", "Ratios are pruned / unpruned, measured in the same run on the same machine; the models of a "
@@ -211,6 +227,8 @@ def main(argv=None) -> int:
                         "each reaching every goal in that many cuts with the --epochs split between them")
     parser.add_argument("--criterion", default="l2", help="with --accuracy: the pruning criterion (taylor: the "
                         "profiles' default, scored on train images)")
+    parser.add_argument("--heads", action="store_true", help="pruned goals also drop half the heads of every "
+                        "attention block (latency and --accuracy rows)")
     parser.add_argument("--skip-latency", action="store_true", help="only the --accuracy part")
     parser.add_argument("--accuracy-from", nargs="*", default=[], metavar="JSON",
                         help="add the accuracy rows of earlier runs (their prune.json), e.g. other checkpoints")
@@ -220,12 +238,12 @@ def main(argv=None) -> int:
     out = Path(args.out)
     result = ({"imgsz": args.imgsz, "threads": args.threads, "rows": [], "tools": tool_versions()} if args.skip_latency
               else run(args.models, tuple(args.goals), args.imgsz, args.threads, repeats=args.repeats,
-                       runtime=args.runtime))
+                       runtime=args.runtime, heads=args.heads))
     if args.accuracy:
         result["accuracy"] = accuracy(Path(args.accuracy), args.data, tuple(args.goals), args.epochs,
                                       args.accuracy_imgsz, (out / "prune-accuracy").resolve(),
                                       distill_weight=args.distill_weight, steps=tuple(args.steps),
-                                      criterion=args.criterion)
+                                      criterion=args.criterion, heads=args.heads)
     for earlier in args.accuracy_from:
         result.setdefault("accuracy", []).extend(json.loads(Path(earlier).read_text()).get("accuracy", []))
     publish(out, "prune", result, markdown(result))

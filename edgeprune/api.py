@@ -234,7 +234,7 @@ def plan_budget(model: torch.nn.Module, target: Target | str, data: Dataset, bud
     if latency_model is not None and not isinstance(latency_model, LatencyModel):
         latency_model = load_model(Path(latency_model))
     found = Sizes(tuple(sorted(sizes, reverse=True)), "given") if sizes else candidate_sizes(target, data, model)
-    cfg = PruneConfig(criterion=target.recipe.prune.criterion, round_to=target.device.round_to, imgsz=found.largest)
+    cfg = PruneConfig.from_recipe(target.recipe.prune, target.device.round_to, found.largest)
     timer = (here_timer(target, data, Path(work_dir), reference=(model, found.largest))
              if target.device.measure_here else None)
     batches = (lambda s: loss_batches(data, s)) if cfg.criterion in DATA_CRITERIA else None

@@ -72,7 +72,7 @@ def check_budget(model, target: Target, sizes: Sizes, latency_model) -> None:
     from edgeprune.budget.plan import check_reachable, predictors_for
     from edgeprune.pruning.structured import PruneConfig
 
-    cfg = PruneConfig(criterion="l1", round_to=target.device.round_to, imgsz=sizes.largest)
+    cfg = PruneConfig.from_recipe(target.recipe.prune, target.device.round_to, sizes.largest)
     check_reachable(model, target, sizes, predictors_for(model, target, sizes, latency_model, None, []), cfg)
 
 

@@ -83,8 +83,7 @@ class Run:
 
     def prune_config(self) -> PruneConfig:
         prune = self.target.recipe.prune
-        return PruneConfig(flops_reduction=prune.flops_reduction, criterion=prune.criterion,
-                           round_to=self.target.device.round_to, imgsz=self.imgsz, global_ranking=prune.global_ranking)
+        return PruneConfig.from_recipe(self.target.recipe.prune, self.target.device.round_to, self.imgsz)
 
     @property
     def imgsz(self) -> int:
@@ -213,7 +212,7 @@ def plan_stage(run: Run) -> Stage | None:
     sizes = run.sizes or Sizes((run.imgsz,), "fixed by the target")
     val_images = min(PROXY_VAL_IMAGES, run.request.eval_limit or PROXY_VAL_IMAGES)
     config = {"budget": asdict(target.budget), "sizes": list(sizes.candidates), "round_to": cfg.round_to,
-              "criterion": cfg.criterion, "precisions": list(target.recipe.searched_precisions),
+              "criterion": cfg.criterion, "attention_heads": cfg.attention_heads, "precisions": list(target.recipe.searched_precisions),
               "max_map_drop": target.recipe.quantize.max_map_drop, "measure_here": target.device.measure_here,
               "proxy": {"train_images": PROXY_TRAIN_IMAGES, "val_images": val_images,
                         "epochs": target.recipe.prune.proxy_epochs},

@@ -77,6 +77,7 @@ class Prune:
     flops_reduction: float = 0.5  # the flops goal's fraction of FLOPs removed
     criterion: str = "l2"  # l1 | l2 | bn | taylor (detection-loss gradients on train images) | random
     global_ranking: bool = False  # rank channels across layers instead of one ratio per layer
+    attention_heads: bool = False  # also drop whole attention heads (pruned .pt then needs edgeprune to load)
     steps: int = 1  # > 1: reach the FLOPs goal in this many cuts, fine-tuning finetune.epochs // steps between
     proxy_epochs: int = 1  # budget search: each candidate is fine-tuned this long before the proxy ranks it (0: none)
 

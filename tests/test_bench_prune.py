@@ -59,6 +59,14 @@ def test_bench_prune_rows_and_report(tmp_path):
     assert merged["accuracy"] == result["accuracy"]
 
 
+def test_bench_prune_heads_rows_drop_half_of_every_attention_blocks_heads():
+    result = bench_prune.run(models=("yolo26n.yaml",), reductions=(0.5,), imgsz=64, nc=6, rounds=1, heads=True)
+    base, pruned = result["rows"]
+    assert base["flops_goal"] == 0
+    assert pruned["heads_dropped"] == 2 and 0.4 <= pruned["flops_ratio"] <= 0.6, "one head of each of two blocks"
+    assert "| yolo26n.yaml | 50% | 2 |" in bench_prune.markdown(result)
+
+
 @pytest.mark.slow
 def test_accuracy_rows_with_and_without_distillation(tiny_data, tiny_model, tmp_path):
     checkpoint = save_model(tiny_model, tmp_path / "tiny.pt")

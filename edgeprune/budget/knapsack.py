@@ -100,8 +100,8 @@ def allocate(survey, census: Census, predict: Predictor, budget_ms: float, round
     group's scores divided by their mean are."""
     keep = dict(survey.channels)
     items = _items(survey)
-    ladders = {id(item): {m: ladder(survey.channels[m], round_to, min_channels, max_group_ratio) for m in item}
-               for item in items}
+    ladders = {id(item): {m: ladder(survey.channels[m], *survey.rounding(m, round_to, min_channels), max_group_ratio)
+                          for m in item} for item in items}
     values = survey.raw if comparable else survey.scores
     ordered = {m: torch.sort(values[m]).values for m in survey.channels}
     total = float(sum(s.sum() for s in ordered.values())) or 1.0

@@ -31,6 +31,7 @@ def allowed_module_classes() -> list[type]:
     """Every nn.Module class defined in the allowed packages (those packages are imported first)."""
     import ultralytics.nn.tasks  # noqa: F401  (imports every Ultralytics block)
 
+    import edgeprune.models.attention  # noqa: F401
     import edgeprune.models.blocks  # noqa: F401
 
     classes = []

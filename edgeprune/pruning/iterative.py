@@ -15,6 +15,7 @@ from dataclasses import replace
 from torch import nn
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.pruning import heads as attention_heads
 from edgeprune.pruning.structured import PruneConfig, PruneResult, count_macs, prune
 
 
@@ -36,13 +37,14 @@ def iterative_prune(model: nn.Module, cfg: PruneConfig, steps: int,
         raise EdgepruneError(f"prune steps must be >= 1, got {steps}", "use 1 for one-shot pruning")
     macs0, params0 = count_macs(model, cfg.imgsz)
     widths0 = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    current, kept, log, result = model, {}, [], None
+    current, kept, heads, log, result = model, {}, {}, [], None
     for step in range(1, steps + 1):
         keep_of_original = (1 - cfg.flops_reduction) ** (step / steps)
         macs_now = count_macs(current, cfg.imgsz)[0]
         step_goal = max(0.0, 1 - keep_of_original * macs0 / macs_now)
         current, result = prune(current, replace(cfg, flops_reduction=step_goal), batches=batches())
         kept = compose_kept(kept, result.kept)
+        heads = attention_heads.compose(heads, result.heads)
         log.append({"step": step, "step_flops_reduction": round(result.flops_reduction, 4),
                     "flops_reduction": round(1 - result.macs_after / macs0, 4), "params": result.params_after})
         print(f"  prune step {step}/{steps}: {log[-1]['flops_reduction']:.1%} of the original FLOPs removed")
@@ -52,5 +54,5 @@ def iterative_prune(model: nn.Module, cfg: PruneConfig, steps: int,
     widths1 = {n: m.out_channels for n, m in current.named_modules() if isinstance(m, nn.Conv2d)}
     layers = {n: [w, widths1[n]] for n, w in widths0.items() if widths1.get(n, w) != w}
     final = PruneResult(result.ratio, macs0, macs, params0, params, layers, result.locked, cfg.imgsz,
-                        {n: k for n, k in kept.items() if n in layers}, [])
+                        {n: k for n, k in kept.items() if n in layers}, [], heads)
     return current, final, log

@@ -6,6 +6,10 @@ output). `replay(original, record)` re-applies exactly that cut with Torch-Pruni
 (which also trims BatchNorm and every consumer's input channels), so a pruning can be audited,
 re-applied to re-trained original weights, or checked without shipping the pruned checkpoint.
 
+Attention blocks that lost whole heads (pruning.heads) are recorded by block: its original head count
+and the kept heads; replay drops those heads after the channel cuts (their qkv/pe conv entries are the
+heads' channels, listed so every changed conv is in the record).
+
 Indices are stored as compact runs ("0-5,8,10-15") to keep record.json small.
 """
 
@@ -19,6 +23,7 @@ from torch import nn
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.blocks import refuse_split_blocks, unfuse_split_blocks
+from edgeprune.pruning.heads import drop_heads
 
 FORMAT = "edgeprune-kept-channels/1"
 
@@ -47,10 +52,26 @@ def decode_runs(text: str) -> list[int]:
     return out
 
 
-def make_record(kept: dict[str, list[int]], widths: dict[str, int], imgsz: int) -> dict:
-    """The JSON-ready record: conv name -> original width and kept output channels."""
-    return {"format": FORMAT, "imgsz": imgsz,
-            "convs": {name: {"channels": widths[name], "keep": encode_runs(idxs)} for name, idxs in kept.items()}}
+def make_record(kept: dict[str, list[int]], widths: dict[str, int], imgsz: int,
+                heads: dict[str, dict] | None = None) -> dict:
+    """The JSON-ready record: conv name -> original width and kept output channels (+ attention heads kept)."""
+    record = {"format": FORMAT, "imgsz": imgsz,
+              "convs": {name: {"channels": widths[name], "keep": encode_runs(idxs)} for name, idxs in kept.items()}}
+    if heads:
+        record["heads"] = {name: {"heads": e["heads"], "keep": encode_runs(e["kept"])} for name, e in heads.items()}
+    return record
+
+
+def _apply_heads(model: nn.Module, heads: dict[str, dict]) -> None:
+    for name, entry in heads.items():
+        try:
+            block = model.get_submodule(name)
+        except AttributeError:
+            block = None
+        if getattr(block, "num_heads", None) != entry["heads"]:
+            raise EdgepruneError(f"the record drops heads of {name}, which the original model does not have with "
+                                 f"{entry['heads']} heads", "replay onto the same architecture the record was made from")
+        drop_heads(block, decode_runs(entry["keep"]), name)
 
 
 def split_kept(unfused_kept: dict[str, list[int]], unfused_widths: dict[str, int],
@@ -91,7 +112,10 @@ def replay(original: nn.Module, record: dict) -> nn.Module:
     convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     example = torch.zeros(1, 3, record["imgsz"], record["imgsz"])
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    heads = record.get("heads", {})
     for name, entry in record["convs"].items():
+        if any(name.startswith(f"{block}.") for block in heads):
+            continue  # a head's channels: dropped with the head below
         keep_all = decode_runs(entry["keep"])
         for target, channels, keep in _unfused_targets(name, entry["channels"], keep_all, split_names):
             conv = convs.get(target)
@@ -106,6 +130,7 @@ def replay(original: nn.Module, record: dict) -> nn.Module:
             pruned = sorted(set(range(channels)) - set(keep))
             graph.get_pruning_group(conv, tp.prune_conv_out_channels, pruned).prune()
     refuse_split_blocks(model)
+    _apply_heads(model, heads)
     widths = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     for name, entry in record["convs"].items():
         if widths.get(name) != len(decode_runs(entry["keep"])):

@@ -5,8 +5,9 @@ layers' inputs) are removed, so the dense model really shrinks. The steps:
 
 1. split blocks get two half convs (models.blocks) so the graph has no chunk/split to mis-map;
 2. layers whose channels cannot change are locked: the head's final box/class convs, DFL,
-   attention internals (their forward reshapes by head count), and any group still passing
-   through a split/slice op; locked blocks are reported by name;
+   attention internals (their forward reshapes by head count: with `attention_heads` they are
+   pruned a whole head at a time instead, pruning.heads), and any group still passing through a
+   split/slice op; locked blocks are reported by name;
 3. a survey scores every remaining group's channels once with an importance criterion
    (magnitude, BN scale, first-order Taylor of the detection loss, random), divided by the group's
    mean so groups compare;
@@ -32,6 +33,7 @@ from torch import nn
 from edgeprune.errors import EdgepruneError
 from edgeprune.evaluation.model_stats import count_macs
 from edgeprune.models.blocks import head_twins, refuse_split_blocks, split_pairs, unfuse_split_blocks
+from edgeprune.pruning import heads as attention_heads
 from edgeprune.pruning import replay as replay_record
 from edgeprune.pruning.search import search
 from edgeprune.pruning.taylor import accumulate_loss_gradients, clear_gradients
@@ -53,6 +55,13 @@ class PruneConfig:
     overrides: tuple[tuple[str, float], ...] = ()  # (module-name prefix, fixed ratio): per-layer ratios
     max_trials: int = 24  # distinct prunings the FLOPs search may measure
     global_ranking: bool = False  # rank channels across all groups instead of cutting each group by one ratio
+    attention_heads: bool = False  # also drop whole attention heads (the checkpoint then needs edgeprune to load)
+
+    @classmethod
+    def from_recipe(cls, prune, round_to: int, imgsz: int) -> "PruneConfig":
+        """What a profile's `recipe.prune` section asks for, at the device's round_to and one input size."""
+        return cls(flops_reduction=prune.flops_reduction, criterion=prune.criterion, round_to=round_to, imgsz=imgsz,
+                   global_ranking=prune.global_ranking, attention_heads=prune.attention_heads)
 
 
 @dataclass
@@ -67,6 +76,7 @@ class PruneResult:
     imgsz: int = 0  # MACs were counted at this input size
     kept: dict[str, list[int]] = field(default_factory=dict)  # conv name -> kept output channels of the original conv
     history: list = field(default_factory=list)  # Torch-Pruning pruning history (of the split-block model)
+    heads: dict[str, dict] = field(default_factory=dict)  # attention block -> {"heads": before, "kept": [indices]}
 
     @property
     def flops_reduction(self) -> float:
@@ -81,7 +91,7 @@ class PruneResult:
 
     def replay_record(self) -> dict:
         """JSON-ready kept-channel record for `edgeprune.pruning.replay.replay`."""
-        return replay_record.make_record(self.kept, {n: w[0] for n, w in self.layers.items()}, self.imgsz)
+        return replay_record.make_record(self.kept, {n: w[0] for n, w in self.layers.items()}, self.imgsz, self.heads)
 
 
 def _importance(criterion: str):
@@ -96,7 +106,7 @@ def _importance(criterion: str):
 
 
 def _locked_layers(model: nn.Module) -> dict[nn.Module, str]:
-    """Convs whose output channels must not change, with the reason."""
+    """Convs whose output channels Torch-Pruning must not change, with the reason."""
     names = {m: n for n, m in model.named_modules()}
     locked: dict[nn.Module, str] = {}
     head = model.model[-1]
@@ -157,17 +167,18 @@ def _ratio_for(name: str, cfg: PruneConfig) -> float | None:
     return max(matches)[1] if matches else None
 
 
-def _round_keep(keep: float, channels: int, cfg: PruneConfig) -> int:
+def _round_keep(keep: float, channels: int, cfg: PruneConfig, rounding: tuple[int, int] | None = None) -> int:
     """Round a channel count up to a round_to multiple, at least min_channels, at most all of them."""
-    keep = math.ceil(keep / cfg.round_to - 1e-9) * cfg.round_to
-    return int(min(channels, max(keep, cfg.min_channels)))
+    step, floor = rounding or (cfg.round_to, cfg.min_channels)
+    keep = math.ceil(keep / step - 1e-9) * step
+    return int(min(channels, max(keep, floor)))
 
 
 @dataclass
 class _Survey:
     """Everything the plans need, measured once on the split-block model (names are its module names)."""
     channels: dict[str, int]  # group root -> channels
-    scores: dict[str, torch.Tensor]  # group root -> importance per channel / group mean
+    scores: dict[str, torch.Tensor]  # group root -> importance per channel / group mean (a head: x its width)
     fixed: dict[str, float]  # group root -> override ratio
     pairs: list[tuple[str | None, str | None]]  # roots that must stay equally wide: split halves, an end-to-end
     # head's twin branches (None: locked)
@@ -175,6 +186,28 @@ class _Survey:
     effects: dict[str, list[tuple[str, str, int]]] = field(default_factory=dict)  # root -> convs it narrows (_effects)
     raw: dict[str, torch.Tensor] = field(default_factory=dict)  # the criterion's own scale (comparable across
     # groups only for loss-based criteria: taylor estimates the loss change of removing each channel)
+    heads: set[str] = field(default_factory=set)  # groups that are attention blocks: their units are whole heads
+
+    def rounding(self, name: str, round_to: int, min_channels: int) -> tuple[int, int]:
+        """(step, floor) of a group's widths: channels round to round_to; heads go one at a time, at least one."""
+        return (1, 1) if name in self.heads else (round_to, min_channels)
+
+
+def _survey_heads(work: nn.Module, survey: "_Survey", cfg: PruneConfig) -> None:
+    """Attention blocks as groups of whole heads; their convs leave the locked list."""
+    for name, module in attention_heads.attention_blocks(work).items():
+        if module.num_heads < 2:
+            continue
+        raw = attention_heads.score_heads(module, cfg.criterion)
+        survey.heads.add(name)
+        survey.channels[name] = module.num_heads
+        survey.effects[name] = attention_heads.head_effects(name, module)
+        survey.scores[name] = raw / raw.mean().clamp_min(1e-12) * module.head_dim  # a head weighs its value width
+        survey.raw[name] = raw
+        if (ratio := _ratio_for(name, cfg)) is not None:
+            survey.fixed[name] = ratio
+        for conv in ("qkv.conv", "pe.conv", "proj.conv"):
+            survey.locked.pop(f"{name}.{conv}", None)
 
 
 def _survey(model: nn.Module, cfg: PruneConfig, batches: Iterable[dict] | None) -> _Survey:
@@ -202,6 +235,8 @@ def _survey(model: nn.Module, cfg: PruneConfig, batches: Iterable[dict] | None) 
         survey.raw[name] = scores
         if (ratio := _ratio_for(name, cfg)) is not None:
             survey.fixed[name] = ratio
+    if cfg.attention_heads:
+        _survey_heads(work, survey, cfg)
     clear_gradients(work)
     conv_to_root = {conv: names[root] for root, g in groups.items() for conv in _out_convs(g)
                     if names[root] in survey.channels}
@@ -214,17 +249,20 @@ def _survey(model: nn.Module, cfg: PruneConfig, batches: Iterable[dict] | None) 
 
 def _plan(survey: _Survey, fraction: float, cfg: PruneConfig) -> dict[str, int]:
     """Channels kept per group root for one searched fraction."""
+    def rounded(name: str, kept: float) -> int:
+        return _round_keep(kept, survey.channels[name], cfg, survey.rounding(name, cfg.round_to, cfg.min_channels))
+
     searched = [n for n in survey.channels if n not in survey.fixed]
-    if cfg.global_ranking and searched:
-        scores = torch.cat([survey.scores[n] for n in searched])
-        owner = torch.cat([torch.full((survey.channels[n],), i) for i, n in enumerate(searched)])
+    ranked = [n for n in searched if n not in survey.heads]  # heads take the fraction: a head is not a channel
+    keep = {n: rounded(n, survey.channels[n] * (1 - fraction)) for n in searched}
+    if cfg.global_ranking and ranked:
+        scores = torch.cat([survey.scores[n] for n in ranked])
+        owner = torch.cat([torch.full((survey.channels[n],), i) for i, n in enumerate(ranked)])
         lowest = torch.argsort(scores, stable=True)[: int(fraction * len(scores))]
-        removed = torch.bincount(owner[lowest], minlength=len(searched)).tolist()
-        keep = {n: _round_keep(survey.channels[n] - r, survey.channels[n], cfg) for n, r in zip(searched, removed)}
-    else:
-        keep = {n: _round_keep(survey.channels[n] * (1 - fraction), survey.channels[n], cfg) for n in searched}
+        removed = torch.bincount(owner[lowest], minlength=len(ranked)).tolist()
+        keep.update({n: rounded(n, survey.channels[n] - r) for n, r in zip(ranked, removed)})
     for n, r in survey.fixed.items():
-        keep[n] = _round_keep(survey.channels[n] * (1 - r), survey.channels[n], cfg)
+        keep[n] = rounded(n, survey.channels[n] * (1 - r))
     for a, b in survey.pairs:  # both halves keep the same width; a locked half locks the other
         if a is None or b is None:
             for r in (a, b):
@@ -270,6 +308,8 @@ def _prune_to_plan(model: nn.Module, survey: _Survey, keep: dict[str, int], cfg:
     widths = {n: m.out_channels for n, m in modules.items() if isinstance(m, nn.Conv2d)}
     plans = []
     for name, channels in survey.channels.items():
+        if name in survey.heads:
+            continue  # cut after the graph's groups, below
         if widths.get(name) != channels:
             raise RuntimeError(f"group {name} changed between survey and pruning")
         drop = channels - keep[name]
@@ -287,7 +327,14 @@ def _prune_to_plan(model: nn.Module, survey: _Survey, keep: dict[str, int], cfg:
     kept = replay_record.split_kept(kept, widths, [names[m] for m in split_blocks])
     history = graph.pruning_history()
     refuse_split_blocks(model)
-    return history, kept
+    heads = {}
+    for name in sorted(survey.heads):
+        if keep[name] < survey.channels[name]:
+            ranked = torch.argsort(survey.scores[name], descending=True, stable=True)
+            chosen = sorted(ranked[: keep[name]].tolist())
+            kept.update(attention_heads.drop_heads(model.get_submodule(name), chosen, name))
+            heads[name] = {"heads": survey.channels[name], "kept": chosen}
+    return history, kept, heads
 
 
 def _conv_widths(model: nn.Module) -> dict[str, int]:
@@ -307,7 +354,7 @@ def _check_kept(pruned: nn.Module, widths0: dict[str, int], kept: dict[str, list
 class _Trial:
     def __init__(self, model: nn.Module, survey: _Survey, keep: dict[str, int], cfg: PruneConfig):
         self.model = deepcopy(model)
-        self.history, self.kept = _prune_to_plan(self.model, survey, keep, cfg)
+        self.history, self.kept, self.heads = _prune_to_plan(self.model, survey, keep, cfg)
         self.locked = survey.locked
         self.macs, self.params = count_macs(self.model, cfg.imgsz)
 
@@ -323,7 +370,7 @@ def _result(trial: _Trial, ratio: float, macs0: int, params0: int, widths0: dict
     widths1 = _conv_widths(trial.model)
     layers = {n: [w, widths1[n]] for n, w in widths0.items() if widths1[n] != w}
     result = PruneResult(round(ratio, 4), macs0, trial.macs, params0, trial.params, layers, trial.locked, cfg.imgsz,
-                         trial.kept, trial.history)
+                         trial.kept, trial.history, trial.heads)
     return trial.model, result
 
 
