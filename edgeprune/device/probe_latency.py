@@ -95,8 +95,9 @@ def time_interleaved(runners: dict, shapes: dict, warmup: int, runs: int, rounds
     return times
 
 
-def ort_op_profile(path: Path, threads: int, shape: tuple, runs: int) -> dict[str, float]:
-    """ONNX Runtime's own per-node profile, summed per operator type: milliseconds per inference."""
+def ort_op_profile(path: Path, threads: int, shape: tuple, runs: int, by: str = "op") -> dict[str, float]:
+    """ONNX Runtime's own per-node profile, summed per operator type (by="op") or kept per graph node
+    (by="node": node names carry the exporting module's path): milliseconds per inference."""
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,7 +119,7 @@ def ort_op_profile(path: Path, threads: int, shape: tuple, runs: int) -> dict[st
     per_op: dict[str, float] = {}
     node_runs = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
     for event in node_runs:
-        op = event.get("args", {}).get("op_name", "?")
+        op = event["name"].removesuffix("_kernel_time") if by == "node" else event.get("args", {}).get("op_name", "?")
         per_op[op] = per_op.get(op, 0.0) + float(event.get("dur", 0)) / 1000
     return {op: round(ms / (runs + 1), 4) for op, ms in sorted(per_op.items(), key=lambda kv: -kv[1])}
 
