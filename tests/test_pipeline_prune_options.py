@@ -31,7 +31,8 @@ def _deploy_until_export(target, tiny_data, tmp_path, monkeypatch, **options):
 
 def test_taylor_global_distill_stages(tiny_data, tmp_path, monkeypatch):
     profile = (PROJECT_ROOT / "targets" / "rpi.yaml").read_text()
-    for key, value in (("criterion", "taylor"), ("global_ranking", "true"), ("distill_weight", "1.0")):
+    for key, value in (("criterion", "taylor"), ("global_ranking", "true"), ("attention_heads", "true"),
+                       ("distill_weight", "1.0")):
         assert f"\n    {key}:" in profile
         profile = "\n".join(f"    {key}: {value}" if line.startswith(f"    {key}:") else line
                             for line in profile.splitlines())
@@ -41,12 +42,17 @@ def test_taylor_global_distill_stages(tiny_data, tmp_path, monkeypatch):
     run = _deploy_until_export(target, tiny_data, tmp_path, monkeypatch, latency_budget_ms=0.6)  # the budget goal
     stages = json.loads((run / "manifest.json").read_text())["stages"]
     assert stages["prune"]["config"]["criterion"] == "taylor" and stages["prune"]["config"]["global_ranking"]
+    assert stages["plan"]["config"]["attention_heads"] and stages["prune"]["config"]["attention_heads"]
     assert "data" in stages["prune"]["inputs"], "taylor's scores depend on the data"
     assert "teacher" in stages["finetune"]["inputs"] and stages["finetune"]["config"]["distill_weight"] == 1.0
     record = json.loads((run / "prune" / "record.json").read_text())
+    assert record["kept_channels"]["heads"] == {"model.10.m.0.attn": {"heads": 2, "keep": "0"}} or \
+        record["kept_channels"]["heads"] == {"model.10.m.0.attn": {"heads": 2, "keep": "1"}}, "the budget took a head"
     rebuilt = replay(load_model(run / "baseline" / "model.pt"), record["kept_channels"])
     pruned = load_model(run / "prune" / "model.pt")
     assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(), pruned.state_dict().values()))
+    tuned = load_model(run / "finetune" / "model.pt")
+    assert type(tuned.get_submodule("model.10.m.0.attn")).__name__ == "HeadPrunedAttention", "fine-tuning kept it"
     header = (run / "finetune" / "ultralytics" / "results.csv").read_text().splitlines()[0]
     assert "train/kd_loss" in header.replace(" ", "")
 
