@@ -48,6 +48,7 @@ from edgeprune.budget.sizes import candidate_sizes
 from edgeprune.budget.timing import here_timer
 from edgeprune.data.batches import loss_batches
 from edgeprune.data.dataset import load_dataset
+from edgeprune.errors import EdgepruneError
 from edgeprune.evaluation.artefact import artefact_metrics
 from edgeprune.evaluation.detection import evaluate, torch_runner
 from edgeprune.evaluation.latency import measure_interleaved
@@ -206,8 +207,14 @@ def run_family(name: str, runtime: str, fractions: list[float], epochs: int, out
         tb = dataclasses.replace(target, budget=dataclasses.replace(target.budget, latency_ms=budget))
         cfg = PruneConfig.from_recipe(target.recipe.prune, target.device.round_to, sizes.largest)
         print(f"{name} {runtime}: budget {budget:.2f} ms ({fraction:g} of the unpruned {reference_ms:.2f} ms)")
-        plan = plan_budget(base, tb, sizes, latency_model, cfg, proxy, timer=timer if time_candidates else None,
-                           batches=batches, verify=None if time_candidates else timer, proxy_name=proxy_name(proxy_epochs))
+        try:
+            plan = plan_budget(base, tb, sizes, latency_model, cfg, proxy, timer=timer if time_candidates else None,
+                               batches=batches, verify=None if time_candidates else timer,
+                               proxy_name=proxy_name(proxy_epochs))
+        except EdgepruneError as error:  # below the fastest candidate: what deploy refuses, reported as a row
+            print(f"  unreachable: {error.problem}")
+            budgets.append({"fraction": fraction, "budget_ms": budget, "unreachable": error.problem})
+            continue
         chosen = plan.chosen
         a_model = (prune_to_widths(base, chosen.keep, dataclasses.replace(cfg, imgsz=chosen.imgsz),
                                    batches(chosen.imgsz) if batches else None)[0] if chosen.pruned else base)
@@ -270,6 +277,9 @@ def time_side_by_side(rows: list[dict], reference: tuple[Path, int], threads: in
 def summarize(budgets: list[dict], rows: list[dict]) -> list[dict]:
     out = []
     for b in budgets:
+        if "unreachable" in b:
+            out.append({"fraction": b["fraction"], "budget_ms": b["budget_ms"], "unreachable": b["unreachable"]})
+            continue
         by = {r["row"]: r for r in rows if r["budget_fraction"] == b["fraction"]}
         a = by["a"]
         entry = {"fraction": b["fraction"], "budget_ms": b["budget_ms"], "a_map": a["map50_95"],
@@ -317,6 +327,10 @@ def markdown(results: list[dict], command: str) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for res in results:
         for s in res["summary"]:
+            if "unreachable" in s:
+                lines.append(f"| {res['family']} | {res['runtime']} | {s['budget_ms']:.2f} ms ({s['fraction']:g}) | "
+                             f"unreachable: {s['unreachable'].split(': ', 1)[-1]} | | | | | |")
+                continue
             a = f"{s['a_map']:.3f} @{s['a_imgsz']}{' pruned' if s['a_pruned'] else ''} ({s['a_measured_ms']:.2f} ms)"
             b = f"{s['b_map']:.3f} ({s['b_measured_ms']:.2f} ms)" if "b_map" in s else "—"
             c = f"{s['c_map']:.3f} ({s['c_measured_ms']:.2f} ms)" if "c_map" in s else "no size fits"
