@@ -77,7 +77,8 @@ def _heads_dropped(result) -> int:
 
 def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2, nc: int = 80,
         rounds: int = 8, repeats: int = 1, runtime: str = "onnxruntime", heads: bool = False) -> dict:
-    """Per family: prune to every goal first, then time the unpruned and pruned models in turns."""
+    """Per family: prune to every goal first, then time the unpruned and pruned models in turns. `heads`: each goal
+    is also pruned with half of every attention block's heads dropped, timed in the same turns."""
     from edgeprune.models.checkpoint import build_from_yaml
 
     rows = []
@@ -86,21 +87,21 @@ def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2
             torch.manual_seed(0)
             model = build_from_yaml(spec, nc).eval()  # YOLO26: the NMS-free head it deploys
             macs0, params0 = count_macs(model, imgsz)
-            family = [{"model": spec, "flops_goal": 0.0, "params": params0, "gflops": round(2 * macs0 / 1e9, 3),
-                       "flops_ratio": 1.0, "locked": 0}]
-            paths = {0.0: _artefact(model, imgsz, Path(tmp), runtime)}
-            for goal in reductions:
+            family = [{"model": spec, "flops_goal": 0.0, "heads_dropped": 0, "params": params0,
+                       "gflops": round(2 * macs0 / 1e9, 3), "flops_ratio": 1.0, "locked": 0}]
+            paths = {(0.0, False): _artefact(model, imgsz, Path(tmp), runtime)}
+            for goal, halve in [(g, h) for g in reductions for h in ((False, True) if heads else (False,))]:
                 start = time.time()
-                pruned, result = prune(model, _config(model, imgsz, heads, flops_reduction=goal))
+                pruned, result = prune(model, _config(model, imgsz, halve, flops_reduction=goal))
                 family.append({"model": spec, "flops_goal": goal, "heads_dropped": _heads_dropped(result),
                                "params": result.params_after,
                                "gflops": round(2 * result.macs_after / 1e9, 3),
                                "flops_ratio": round(result.macs_after / macs0, 3), "locked": len(result.locked),
                                "prune_s": round(time.time() - start, 1)})
-                paths[goal] = _artefact(pruned, imgsz, Path(tmp), runtime)
+                paths[(goal, halve)] = _artefact(pruned, imgsz, Path(tmp), runtime)
             latency = time_in_turns(paths, imgsz, threads, rounds, repeats)
             for row in family:
-                row.update(latency[row["flops_goal"]])
+                row.update(latency[(row["flops_goal"], row["heads_dropped"] > 0)])
                 print(row, flush=True)
             rows += family
     return {"imgsz": imgsz, "threads": threads, "nc": nc, "rounds": rounds, "repeats": repeats, "runtime": runtime,
@@ -228,7 +229,7 @@ def main(argv=None) -> int:
     parser.add_argument("--criterion", default="l2", help="with --accuracy: the pruning criterion (taylor: the "
                         "profiles' default, scored on train images)")
     parser.add_argument("--heads", action="store_true", help="pruned goals also drop half the heads of every "
-                        "attention block (latency and --accuracy rows)")
+                        "attention block (latency: as extra rows beside the channel-only ones; --accuracy: instead)")
     parser.add_argument("--skip-latency", action="store_true", help="only the --accuracy part")
     parser.add_argument("--accuracy-from", nargs="*", default=[], metavar="JSON",
                         help="add the accuracy rows of earlier runs (their prune.json), e.g. other checkpoints")

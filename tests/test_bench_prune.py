@@ -61,10 +61,12 @@ def test_bench_prune_rows_and_report(tmp_path):
 
 def test_bench_prune_heads_rows_drop_half_of_every_attention_blocks_heads():
     result = bench_prune.run(models=("yolo26n.yaml",), reductions=(0.5,), imgsz=64, nc=6, rounds=1, heads=True)
-    base, pruned = result["rows"]
-    assert base["flops_goal"] == 0
-    assert pruned["heads_dropped"] == 2 and 0.4 <= pruned["flops_ratio"] <= 0.6, "one head of each of two blocks"
-    assert "| yolo26n.yaml | 50% | 2 |" in bench_prune.markdown(result)
+    base, channels_only, halved = result["rows"]
+    assert base["flops_goal"] == 0 and base["heads_dropped"] == 0 and base["latency_ratio"] == 1.0
+    assert channels_only["heads_dropped"] == 0, "timed beside the channel-only pruning at the same goal"
+    assert halved["heads_dropped"] == 2 and 0.4 <= halved["flops_ratio"] <= 0.6, "one head of each of two blocks"
+    text = bench_prune.markdown(result)
+    assert "| yolo26n.yaml | 50% | 0 |" in text and "| yolo26n.yaml | 50% | 2 |" in text
 
 
 @pytest.mark.slow
