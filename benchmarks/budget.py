@@ -218,7 +218,8 @@ def run_family(name: str, runtime: str, fractions: list[float], epochs: int, out
         chosen = plan.chosen
         a_model = (prune_to_widths(base, chosen.keep, dataclasses.replace(cfg, imgsz=chosen.imgsz),
                                    batches(chosen.imgsz) if batches else None)[0] if chosen.pruned else base)
-        a_ms = chosen.measured_ms or timer(a_model, chosen.imgsz, precision)
+        timings = [t for t in (chosen.measured_ms, chosen.confirmed_ms) if t is not None]
+        a_ms = sum(timings) / len(timings) if timings else timer(a_model, chosen.imgsz, precision)
         b_model, b_info = uniform_matching(base, tb, sizes.largest, a_ms, budget, timer,
                                            predict=None if time_candidates else plan_predictor(tb, latency_model))
         fits = [s for s in sizes.candidates if unpruned[s] <= budget]
