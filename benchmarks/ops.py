@@ -23,7 +23,7 @@ from edgeprune.device.probe_latency import ort_op_profile
 from edgeprune.formats.onnx.export import export_fp32
 from edgeprune.manifest import scratch_dir, tool_versions
 from edgeprune.models.checkpoint import build_from_yaml
-from edgeprune.pruning.heads import attention_blocks
+from edgeprune.pruning.heads import halving
 from edgeprune.pruning.structured import PruneConfig, prune
 from benchmarks.report import publish
 
@@ -54,7 +54,7 @@ def run(models, imgsizes, goals, threads: int = 2, runs: int = 20, heads: bool =
             torch.manual_seed(0)
             model = build_from_yaml(spec, nc).eval()
             for imgsz in imgsizes:
-                halved = tuple((name, 0.5) for name in attention_blocks(model)) if heads else ()
+                halved = halving(model) if heads else ()
                 variants = {0.0: model}
                 for goal in goals:
                     cfg = PruneConfig(flops_reduction=goal, imgsz=imgsz, attention_heads=heads, overrides=halved)

@@ -26,7 +26,7 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.evaluation.latency import measure_interleaved
 from edgeprune.formats.onnx.export import export_fp32
 from edgeprune.manifest import scratch_dir, tool_versions
-from edgeprune.pruning.heads import attention_blocks
+from edgeprune.pruning.heads import halving
 from edgeprune.pruning.iterative import iterative_prune
 from edgeprune.pruning.structured import PruneConfig, count_macs, prune
 
@@ -67,8 +67,7 @@ def time_in_turns(paths: dict, imgsz: int, threads: int, rounds: int, repeats: i
 
 def _config(model: torch.nn.Module, imgsz: int, heads: bool, **kwargs) -> PruneConfig:
     """The benchmark's pruning; `heads`: every attention block also loses half its heads."""
-    halved = tuple((name, 0.5) for name in attention_blocks(model)) if heads else ()
-    return PruneConfig(imgsz=imgsz, attention_heads=heads, overrides=halved, **kwargs)
+    return PruneConfig(imgsz=imgsz, attention_heads=heads, overrides=halving(model) if heads else (), **kwargs)
 
 
 def _heads_dropped(result) -> int:

@@ -7,7 +7,9 @@ in one recipe choice each, and the unpruned checkpoint given the same epochs is 
     Renda et al. 2020) vs the classic small fine-tuning lr (0.001);
   - sparsity before the cut: K of the epochs train the unpruned model with an L1 penalty on BatchNorm scales
     (Network Slimming), then the cut (criterion bn), then the rest;
-  - longer fine-tuning: the default recipe and the control at 2x the epochs (the accuracy-vs-epochs curve).
+  - longer fine-tuning: the default recipe and the control at 2x the epochs (the accuracy-vs-epochs curve);
+  - attention heads: taylor with half of every attention block's heads dropped too (the FLOPs search then
+    cuts fewer channels for the same goal).
 mAP50-95: pycocotools on the bundled val split (PyTorch FP32). Rows are cached: an interrupted run resumes.
 
     python -m benchmarks.recovery --checkpoint baselines/yolo11n-synth.pt --out bench     # make bench-recovery
@@ -28,6 +30,7 @@ from edgeprune.data.build import ensure_dataset
 from edgeprune.evaluation.detection import evaluate_model
 from edgeprune.manifest import atomic_write_json, atomic_write_text
 from edgeprune.models.checkpoint import load_model, save_model
+from edgeprune.pruning.heads import halving
 from edgeprune.pruning.structured import DATA_CRITERIA, PruneConfig, prune
 from edgeprune.training.trainer import finetune_recipe, train
 
@@ -41,6 +44,7 @@ class Recipe:
     sparsity_epochs: int = 0  # of the total epochs, trained before the cut with the BN-scale L1 penalty
     epochs_factor: int = 1  # x the base epochs (the longer-curve rows)
     pruned: bool = True
+    heads: bool = False  # also drop half of every attention block's heads
 
 
 RECIPES = (
@@ -52,6 +56,7 @@ RECIPES = (
            sparsity_epochs=-1),
     Recipe("control-2x", "unpruned, 2x epochs", pruned=False, epochs_factor=2),
     Recipe("taylor-2x", "taylor, 2x epochs", criterion="taylor", epochs_factor=2),
+    Recipe("taylor-heads", "taylor + half of every attention block's heads", criterion="taylor", heads=True),
 )
 SPARSITY_WEIGHT = 1e-4  # Network Slimming's lambda for a loss averaged per image
 
@@ -70,8 +75,9 @@ def run_recipe(recipe: Recipe, checkpoint: Path, dataset, goal: float, epochs: i
     flops_removed, before = 0.0, None
     if recipe.pruned:
         batches = loss_batches(dataset, imgsz) if recipe.criterion in DATA_CRITERIA else None
-        model, result = prune(model, PruneConfig(flops_reduction=goal, criterion=recipe.criterion, imgsz=imgsz),
-                              batches=batches)
+        cfg = PruneConfig(flops_reduction=goal, criterion=recipe.criterion, imgsz=imgsz, attention_heads=recipe.heads,
+                          overrides=halving(model) if recipe.heads else ())
+        model, result = prune(model, cfg, batches=batches)
         flops_removed = result.flops_reduction
         before = evaluate_model(model, dataset, imgsz, desc=f"{recipe.name} cut")["map50_95"]
     tuned = train(model, dataset, finetune_recipe(total - sparse, imgsz, lr0=recipe.lr0), folder / "finetune")

@@ -24,6 +24,11 @@ def attention_blocks(model: nn.Module) -> dict[str, Attention]:
     return {n: m for n, m in model.named_modules() if isinstance(m, Attention)}
 
 
+def halving(model: nn.Module) -> tuple[tuple[str, float], ...]:
+    """PruneConfig overrides that drop half of every attention block's heads (benchmarks compare at fixed heads)."""
+    return tuple((name, 0.5) for name in attention_blocks(model))
+
+
 def _head_rows(module: Attention, head: int) -> slice:
     width = 2 * module.key_dim + module.head_dim
     return slice(head * width, (head + 1) * width)
@@ -129,4 +134,4 @@ def compose(first: dict[str, dict], then: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
-__all__ = ["attention_blocks", "compose", "drop_heads", "head_effects", "score_heads"]
+__all__ = ["attention_blocks", "compose", "drop_heads", "halving", "head_effects", "score_heads"]
