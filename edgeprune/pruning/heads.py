@@ -80,7 +80,7 @@ def head_effects(name: str, module: Attention) -> list[tuple[str, str, int]]:
 
 
 def _indices(module: Attention, keep: list[int], of) -> list[int]:
-    return [i for h in keep for i in range(*of(module, h).indices(10 ** 9))]
+    return [i for h in keep for i in range(of(module, h).start, of(module, h).stop)]
 
 
 def _narrow_bn(bn: nn.BatchNorm2d, idx: torch.Tensor) -> None:
