@@ -301,3 +301,43 @@ def test_a_chosen_candidate_timed_over_the_budget_the_second_time_is_corrected(t
     assert plan.chosen.confirmed_ms is not None and plan.chosen.confirmed_ms <= plan.budget_ms
     first_winner = -next(c for c in calls if c < 0)
     assert plan.chosen.measured_ms < first_winner, "corrected to narrower widths than the first winner"
+
+
+def test_int8_is_timed_at_the_guards_most_float_level():
+    """The guard runs after the plan and may keep parts in float (slower); the last level floats a superset of
+    every earlier one, so timing at it bounds what the guard ships."""
+    from edgeprune import formats
+    from edgeprune.formats.onnx.qdq import FLOAT_NODE_PATTERNS, parse_level
+    from edgeprune.formats.tflite.export import FLOAT_SCOPES
+
+    floated = {"tflite": lambda level: set(FLOAT_SCOPES[level]),
+               "onnx": lambda level: set(FLOAT_NODE_PATTERNS[parse_level(level)[0]])}
+    for name, scopes_of in floated.items():
+        exporter = formats.get(name)
+        timed = exporter.timing_scope("int8")
+        assert timed == exporter.caps.guard_levels[-1]
+        assert all(scopes_of(level) <= scopes_of(timed) for level in exporter.caps.guard_levels)
+        assert exporter.timing_scope("fp32") == "none"
+
+
+def test_the_here_timer_exports_at_the_timing_scope(tiny_data, tiny_model, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from edgeprune import formats
+    from edgeprune.budget import timing
+
+    tflite, scopes, target = formats.get("tflite"), [], load_target("rpi")
+
+    class Recording:
+        caps = tflite.caps
+        timing_scope = tflite.timing_scope
+
+        def export(self, model, out, imgsz, precision, calibration=None, **options):
+            scopes.append(options.get("float_scope"))
+            return out
+
+    monkeypatch.setattr(timing.formats, "get", lambda name: Recording())
+    monkeypatch.setattr(timing.formats, "load_runner", lambda path, **kw: SimpleNamespace(run=lambda batch: batch))
+    timer = timing.here_timer(target, load_dataset(tiny_data), tmp_path)
+    timer(tiny_model, IMGSZ, "int8")
+    assert scopes == ["head"]

@@ -1,7 +1,8 @@
 """Timing a candidate on this machine, for devices that are this machine (`device.measure_here`) and benchmarks.
 
-The candidate is exported exactly as the target deploys it (format, precision, INT8 calibrated on the
-dataset) and run by the same runner the evaluator uses; the number is the budget's percentile. A shared
+The candidate is exported as the target deploys it (format, precision, INT8 calibrated on the dataset, with as
+much of the graph in float as the INT8 guard may keep: the guard runs after the plan) and run by the same runner
+the evaluator uses; the number is the budget's percentile. A shared
 machine drifts by tens of per cent within minutes, so a candidate is timed in interleaved turns beside a
 reference (the unpruned model at the largest size, exported once) and reported as that ratio times the
 reference's first timing: every candidate of a plan is then measured against the same yardstick.
@@ -38,7 +39,8 @@ def here_timer(target: Target, dataset: Dataset, work_dir: Path,
     def export(model: nn.Module, imgsz: int, precision: str, folder: Path):
         calibration = (calibration_set(dataset, imgsz, min(CALIBRATION_IMAGES, target.recipe.quantize.calibration_images))
                        if precision == "int8" else None)
-        path = exporter.export(model, folder / f"model{exporter.caps.suffix}", imgsz, precision, calibration)
+        path = exporter.export(model, folder / f"model{exporter.caps.suffix}", imgsz, precision, calibration,
+                               float_scope=exporter.timing_scope(precision))
         return formats.load_runner(path, threads=target.validation.threads, imgsz=imgsz)
 
     def alone(runner, imgsz: int) -> float:

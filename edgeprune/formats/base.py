@@ -92,6 +92,11 @@ class Format:
         `float_units` say what INT8 keeps in float; `cache` shares work between the guard's candidates."""
         raise NotImplementedError
 
+    def timing_scope(self, precision: str) -> str:
+        """The float scope a latency probe or a budget plan times INT8 at: the guard's last (most float) level,
+        so the timing bounds whichever level the guard ships; only its per-block search can float more."""
+        return self.caps.guard_levels[-1] if precision == "int8" else "none"
+
     def unit_pattern(self, unit: Unit) -> str:
         """Regex naming `unit`'s ops in this format's graph (the guard floats what it matches)."""
         raise EdgepruneError(f"{self.caps.name} export cannot keep single blocks in float",

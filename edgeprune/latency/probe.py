@@ -77,7 +77,7 @@ def build_probe(model: torch.nn.Module, target: Target, out: Path, plan: ProbePl
                 folder = staged / "models" / name
                 folder.mkdir(parents=True)
                 path = fmt.export(variant, folder / f"model_{precision}{fmt.caps.suffix}", imgsz, precision,
-                                  (calibration or {}).get(imgsz))
+                                  (calibration or {}).get(imgsz), float_scope=fmt.timing_scope(precision))
                 records.append({"name": name, "file": path.relative_to(staged).as_posix(), "sha256": sha256_file(path),
                                 "imgsz": imgsz, "pruned": index > 0, "block_ratios": ratios,
                                 "features": latency_features(variant, imgsz)})
@@ -87,6 +87,7 @@ def build_probe(model: torch.nn.Module, target: Target, out: Path, plan: ProbePl
             shutil.copy(PACKAGE / "device" / script, staged / script)
         manifest = {"format_version": FORMAT_VERSION, "kind": "edgeprune-latency-probe", "target": target.name,
                     "runtime": target.device.runtime, "format": fmt.caps.name, "precision": precision,
+                    "float_scope": fmt.timing_scope(precision),
                     "threads": target.validation.threads, "percentile": target.budget.percentile,
                     "source_model": source, "plan": asdict(plan), "round_to": target.device.round_to,
                     "feature_names": feature_names(), "models": records}
