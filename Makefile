@@ -15,14 +15,14 @@ PYTEST_ARGS ?=
 export OMP_NUM_THREADS ?= $(shell nproc)
 export YOLO_OFFLINE := 1
 
-.PHONY: setup deploy emulate emulate-tools test test-fast bench bench-guard bench-latency bench-budget bench-prune bench-recovery bench-targets bench-ops bench-stream bench-control baseline data clean help
+.PHONY: setup deploy emulate emulate-tools test test-fast bench bench-guard bench-latency bench-budget bench-prune bench-recovery bench-targets bench-ops bench-guard-latency bench-stream bench-control baseline data clean help
 
 help:
 	@echo "make deploy TARGET=rpi [MODEL=yolo11n.pt] [DATA=datasets/x.yaml]   full pipeline -> dist/<target>/"
 	@echo "make emulate TARGET=rpi                                           bundle's script on qemu's ARM CPU, outputs vs host"
 	@echo "make test                                                         unit + end-to-end tests"
 	@echo "make baseline [MODEL=yolo26n.yaml]                                re-train baselines/<model>-synth.pt"
-	@echo "make bench / bench-prune / bench-stream / bench-guard / bench-latency / bench-budget / bench-targets / bench-ops   benchmarks -> bench/*.json, *.md"
+	@echo "make bench / bench-prune / bench-stream / bench-guard / bench-latency / bench-budget / bench-targets / bench-ops / bench-guard-latency   benchmarks -> bench/*.json, *.md"
 
 setup: $(STAMP)
 
@@ -109,6 +109,9 @@ bench-targets: setup              # one checkpoint through every target's artefa
 
 bench-ops: setup                   # ONNX Runtime's per-operator profile, unpruned vs pruned; HEADS=1 also halves attention heads
 	$(BIN)/python -m benchmarks.ops --out bench/ops $(if $(HEADS),--heads)
+
+bench-guard-latency: setup        # latency of each INT8 guard level side by side (why plans time INT8 at the last level)
+	$(BIN)/python -m benchmarks.guard_latency --format tflite --out bench/guard-latency
 
 bench-stream: setup                # end-to-end FPS and latency of the drone / automotive loops on the rpi bundle
 	$(BIN)/edgeprune data video --out bench/val.avi
