@@ -65,9 +65,9 @@ def check_model(spec: str, dataset: Dataset, data_ref: str, trust: bool = False)
 
 
 def check_budget(model, target: Target, sizes: Sizes, latency_model) -> None:
-    """A budget nothing can meet stops before any training. Skipped where the estimate is later anchored to a
-    timing here (device.measure_here without a table): the plan checks it again then."""
-    if target.recipe.prune.goal != "budget" or (target.device.measure_here and latency_model is None):
+    """A budget nothing can meet stops before any training. Skipped where the predictions are later anchored to a
+    timing here (device.measure_here): the plan checks it again then."""
+    if target.recipe.prune.goal != "budget" or target.device.measure_here:
         return
     from edgeprune.budget.plan import check_reachable, predictors_for
     from edgeprune.pruning.structured import PruneConfig

@@ -341,3 +341,23 @@ def test_the_here_timer_exports_at_the_timing_scope(tiny_data, tiny_model, tmp_p
     timer = timing.here_timer(target, load_dataset(tiny_data), tmp_path)
     timer(tiny_model, IMGSZ, "int8")
     assert scopes == ["head"]
+
+
+def test_a_table_measured_here_earlier_is_anchored_to_a_timing_now(tiny_model, monkeypatch):
+    """This machine drifts by tens of per cent: a table probed here in a slow spell would make every plan
+    needlessly small (bench-budget once planned with a table 1.5x slow against a reference timed now)."""
+    from types import SimpleNamespace
+
+    from edgeprune.budget import plan as budget_plan
+    from edgeprune.budget.costs import Predictor
+
+    table = Predictor("measured: this host", "p90", True, lambda features: 10.0, lambda module, imgsz: 10.0)
+    monkeypatch.setattr(budget_plan, "predictor_for", lambda target, latency_model: table)
+    notes = []
+    predictors = budget_plan.predictors_for(tiny_model, load_target("rpi"), Sizes((IMGSZ,), "test"),
+                                            SimpleNamespace(key={"precision": "int8"}), lambda m, s, p: 5.0, notes)
+    assert predict_module(tiny_model, IMGSZ, predictors["int8"]) == pytest.approx(5.0)
+    assert predictors["int8"].measured and "table anchored" in notes[0]
+    untimed = budget_plan.predictors_for(tiny_model, load_target("rpi"), Sizes((IMGSZ,), "test"),
+                                         SimpleNamespace(key={"precision": "int8"}), None, [])
+    assert predict_module(tiny_model, IMGSZ, untimed["int8"]) == 10.0, "a device's own table is left as measured"

@@ -161,8 +161,8 @@ def fit_size(model: nn.Module, imgsz: int, budget_ms: float, predict: Predictor,
 
 def predictors_for(model: nn.Module, target: Target, sizes: Sizes, latency_model, timer: Timer | None,
                    notes: list[str]) -> dict[str, Predictor]:
-    """A predictor per searched precision. A device table predicts only the precision it was measured at; an
-    estimate is anchored to a timing here when the device is this machine."""
+    """A predictor per searched precision. A device table predicts only the precision it was measured at; when
+    the device is this machine, the estimate or table is anchored to a timing of the unpruned model now."""
     predictors = {}
     for precision in target.recipe.searched_precisions:
         if latency_model is not None and latency_model.key.get("precision") != precision:
@@ -171,7 +171,7 @@ def predictors_for(model: nn.Module, target: Target, sizes: Sizes, latency_model
             continue
         target_p = at_precision(target, precision)
         predict = predictor_for(target_p, latency_model)
-        if timer is not None and not predict.measured:
+        if timer is not None:  # a table probed here earlier drifts with this machine, as an estimate is off by a scale
             predict, note = anchored(predict, model, sizes, lambda m, s, p=precision: timer(m, s, p))
             notes.append(f"{precision}: {note}")
         predictors[precision] = predict
@@ -267,10 +267,11 @@ def choose(candidates: list[Candidate]) -> Candidate:
 
 
 def anchored(predict: Predictor, model: nn.Module, sizes: Sizes, timer: Callable[[nn.Module, int], float]):
-    """An estimate scaled so the unpruned model's prediction equals its timing here, at the largest size."""
+    """A predictor scaled so the unpruned model's prediction equals its timing here, at the largest size."""
     imgsz = sizes.largest
     measured, estimated = timer(model, imgsz), predict_module(model, imgsz, predict)
     scale = measured / estimated
     source = f"{predict.source}, scaled x{scale:.2f} to the unpruned model timed on this machine"
     return (predict.scaled(scale, source),
-            f"estimate anchored at {imgsz} px: measured {measured:.2f} ms vs estimated {estimated:.2f} ms")
+            f"{'table' if predict.measured else 'estimate'} anchored at {imgsz} px: measured {measured:.2f} ms vs "
+            f"predicted {estimated:.2f} ms")
