@@ -257,11 +257,11 @@ def run_family(name: str, runtime: str, fractions: list[float], epochs: int, out
                                  f"{latency_model.heldout.get('within_10pct', 0):.0%})") if latency_model
               else "roofline anchored to a timing here", "budgets": budgets, "rows": rows,
               "proxy_quality": proxy_quality(rows)}
-    timed_side_by_side(result)
+    record_final_timing(result)
     return {**result, "wall_s": round(time.time() - start, 1)}
 
 
-def timed_side_by_side(result: dict, repeats: int = FINAL_REPEATS) -> dict:
+def record_final_timing(result: dict, repeats: int = FINAL_REPEATS) -> dict:
     """Times every row's file beside the reference, and fills in each row's measured latency, whether it fits
     its budget, and the summary."""
     reference = (Path(result["reference_file"]), max(result["sizes"]))
@@ -447,7 +447,7 @@ def retime(out: Path, command: str) -> int:
         work = out / f"{Path(result['family']).stem}-{result['runtime']}" / "timing" / f"reference-{result['precision']}"
         result.setdefault("reference_file", str(next(work.glob("model*"), work / "missing")))
         result.setdefault("reference_ms", result["unpruned_ms"][str(max(result["sizes"]))])
-    results = [timed_side_by_side(result) for result in saved["results"]]
+    results = [record_final_timing(result) for result in saved["results"]]
     command = f"{saved['command']}; then {command}"
     atomic_write_json(finished, {"command": command, "results": results})
     atomic_write_text(out / "budget.md", markdown(results, command))

@@ -93,8 +93,8 @@ class Format:
         raise NotImplementedError
 
     def timing_scope(self, precision: str) -> str:
-        """The float scope a latency probe or a budget plan times INT8 at: the guard's last (most float) level,
-        so the timing bounds whichever level the guard ships; only its per-block search can float more."""
+        """The float scope a latency probe or a budget plan times INT8 at: the guard's last level, which floats a
+        superset of every earlier one (only its per-block search floats more), so no guard level is timed short."""
         return self.caps.guard_levels[-1] if precision == "int8" else "none"
 
     def unit_pattern(self, unit: Unit) -> str:
