@@ -1,11 +1,12 @@
 """`make bench-guard-latency`: what each INT8 guard level costs in latency, side by side.
 
 The INT8 guard runs after the budget plan and may keep parts of the graph in float (LiteRT: the box/score
-decoding, then also the head's output convs; QDQ ONNX: the head's output convs). A float part is slower,
-and its share grows as pruning shrinks the rest, so a plan that timed the all-INT8 file can ship over its
-budget. Per checkpoint, input size and FLOPs goal, the model is exported at every guard level and the files
-are timed in interleaved turns (one variant's levels side by side), reported as p90 and as a ratio to the
-all-INT8 file. This is why plans time INT8 at the guard's last level (`Format.timing_scope`).
+decoding, then also the head's output convs; QDQ ONNX: the head's output convs). If a float part were
+slower, and more so as pruning shrinks the rest, a plan that timed the all-INT8 file could ship over its
+budget; plans time INT8 at the guard's last level (`Format.timing_scope`) for that reason. This measures
+how much it matters: per checkpoint, input size and FLOPs goal, the model is exported at every guard level
+(sharing one FP32 conversion, as the guard does) and the files are timed in interleaved turns, reported as
+p90 and as a ratio to the all-INT8 file.
 
     python -m benchmarks.guard_latency --format tflite --out bench/guard-latency   # make bench-guard-latency
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from edgeprune import formats
 from edgeprune.data.build import ensure_dataset
 from edgeprune.errors import EdgepruneError
+from edgeprune.formats.base import ExportCache
 from edgeprune.evaluation.latency import measure_interleaved
 from edgeprune.manifest import scratch_dir, tool_versions
 from edgeprune.models.checkpoint import load_model
@@ -29,11 +31,11 @@ from benchmarks.report import publish
 def time_levels(exporter, model, imgsz: int, calibration, folder: Path, threads: int, rounds: int) -> dict:
     """p50/p90 ms of `model` exported at each of the format's guard levels, timed side by side; a level whose
     export fails (as the guard would skip it) is recorded with the reason."""
-    runs, failed = {}, {}
+    runs, failed, cache = {}, {}, ExportCache(folder / "cache")
     for level in exporter.caps.guard_levels:
         try:
             path = exporter.export(model, folder / f"{level.replace('/', '-')}{exporter.caps.suffix}", imgsz, "int8",
-                                   calibration, float_scope=level)
+                                   calibration, float_scope=level, cache=cache)
         except EdgepruneError as error:
             failed[level] = {"failed": error.problem}
             continue
