@@ -79,3 +79,21 @@ def test_per_layer_overrides_prune_only_the_named_block():
     cfg = PruneConfig(imgsz=IMGSZ, overrides=(("model.8.", 0.5),))
     _, result = prune_at_ratio(_model("yolo11n.yaml"), 0.0, cfg)
     assert result.layers and all(name.startswith("model.8.") for name in result.layers), result.layers
+
+
+def test_a_loaded_checkpoint_has_the_same_prunable_groups_as_the_model_it_saved(tmp_path):
+    """A checkpoint loads with frozen weights; the stem (model.0, model.1) must stay prunable all the same."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    from edgeprune.models.checkpoint import load_model
+    from edgeprune.pruning.structured import survey
+
+    model = DetectionModel("yolo11n.yaml", nc=6, verbose=False).eval()
+    save_model(model, tmp_path / "model.pt")
+    loaded = load_model(tmp_path / "model.pt")
+    assert not any(p.requires_grad for p in loaded.parameters())
+    cfg = PruneConfig(criterion="l2", imgsz=64)
+    groups = survey(loaded, cfg).channels
+    assert {"model.0.conv", "model.1.conv"} <= set(groups) and set(groups) == set(survey(model, cfg).channels)
+    pruned, result = prune(loaded, PruneConfig(flops_reduction=0.5, criterion="l2", imgsz=64))
+    assert "model.1.conv" in result.layers and not any(p.requires_grad for p in loaded.parameters())

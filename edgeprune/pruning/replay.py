@@ -23,6 +23,7 @@ from torch import nn
 
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.blocks import refuse_split_blocks, unfuse_split_blocks
+from edgeprune.pruning.graph import dependency_graph
 from edgeprune.pruning.heads import drop_heads
 
 FORMAT = "edgeprune-kept-channels/1"
@@ -111,7 +112,7 @@ def replay(original: nn.Module, record: dict) -> nn.Module:
     split_names = {names[m] for m in split_modules}
     convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     example = torch.zeros(1, 3, record["imgsz"], record["imgsz"])
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    graph = dependency_graph(model, example)
     heads = record.get("heads", {})
     for name, entry in record["convs"].items():
         if any(name.startswith(f"{block}.") for block in heads):

@@ -34,6 +34,7 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.evaluation.model_stats import count_macs
 from edgeprune.models.blocks import head_twins, refuse_split_blocks, split_pairs, unfuse_split_blocks
 from edgeprune.pruning import heads as attention_heads
+from edgeprune.pruning.graph import dependency_graph
 from edgeprune.pruning import replay as replay_record
 from edgeprune.pruning.search import search
 from edgeprune.pruning.taylor import accumulate_loss_gradients, clear_gradients
@@ -129,7 +130,7 @@ def _locked_layers(model: nn.Module) -> dict[nn.Module, str]:
 def _groups(model: nn.Module, example: torch.Tensor):
     """Dependency graph and the prunable groups: root conv -> group (full indices)."""
     locked = _locked_layers(model)
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    graph = dependency_graph(model, example)
     groups, skipped = {}, {}
     for group in graph.get_all_groups(ignored_layers=list(locked), root_module_types=[nn.Conv2d]):
         root = group[0].dep.target.module
@@ -302,7 +303,7 @@ def _prune_to_plan(model: nn.Module, survey: _Survey, keep: dict[str, int], cfg:
     """
     model.eval()
     split_blocks = unfuse_split_blocks(model)
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, 3, cfg.imgsz, cfg.imgsz))
+    graph = dependency_graph(model, torch.zeros(1, 3, cfg.imgsz, cfg.imgsz))
     modules = dict(model.named_modules())
     names = {m: n for n, m in modules.items()}
     widths = {n: m.out_channels for n, m in modules.items() if isinstance(m, nn.Conv2d)}
