@@ -59,7 +59,7 @@ from edgeprune.latency.probe import ProbePlan, build_probe
 from edgeprune.manifest import atomic_write_json, atomic_write_text, sha256_file
 from edgeprune.models.checkpoint import load_model, save_model
 from edgeprune.paths import PROJECT_ROOT
-from edgeprune.pruning.structured import DATA_CRITERIA, PruneConfig, prune, prune_to_widths
+from edgeprune.pruning.structured import DATA_CRITERIA, PruneConfig, prune, prune_to_widths, split_block_copy, survey
 from edgeprune.quantize.calibration import calibration_set
 from edgeprune.quantize.guard import export_with_guard
 from edgeprune.targets import load_target
@@ -72,6 +72,7 @@ RUNTIMES = {"litert-int8": "rpi", "onnxruntime-fp32": "host"}  # runtime label -
 TIMED_CANDIDATES = ("onnxruntime-fp32",)
 ROWS = {"a": "budget search", "b": "uniform FLOPs pruning, equal measured latency", "c": "unpruned, smaller input",
         "p": "another candidate of the plan (--all-candidates: how well the proxy ranked)"}
+DATA = PROJECT_ROOT / "datasets" / "synth.yaml"  # the bundled dataset every row is fine-tuned and measured on
 PROXY_TRAIN, PROXY_VAL = 128, 64
 FINAL_REPEATS = 3  # passes of the final side-by-side timing; the median counts
 MATCH = 0.03  # (b)'s measured latency is accepted within this fraction of (a)'s
@@ -105,26 +106,29 @@ def probed_latency_model(base, target, data, folder: Path, sizes: tuple[int, ...
 class Rows:
     """Fine-tune, export (INT8 guard) and evaluate a row once; the result is cached on disk by its key."""
 
-    def __init__(self, data, target, epochs: int, work: Path, tuned_dir: Path, source: str, threads: int):
+    def __init__(self, data, target, epochs: int, work: Path, tuned_dir: Path, source: str, threads: int,
+                 seed: int = 0):
         self.data, self.target, self.epochs, self.work, self.source, self.threads = (data, target, epochs, work,
                                                                                      source, threads)
         self.tuned_dir = tuned_dir  # fine-tuned models, shared by the runtimes of one family
+        self.seed = seed  # the fine-tune's seed (data order, augmentation); seed 0's files keep the first layout
         self.exporter = formats.get(target.device.format)
 
     def finish(self, model: torch.nn.Module, imgsz: int) -> dict:
         key = arch_key(model, imgsz, self.epochs, self.source)
-        folder = self.work / "rows" / key
+        seeded = f"seed{self.seed}" if self.seed else ""
+        folder = self.work / "rows" / key / seeded
         done = folder / "row.json"
         if done.exists():
             return json.loads(done.read_text())
         start = time.time()
         folder.mkdir(parents=True, exist_ok=True)
-        tuned_pt = self.tuned_dir / key / "tuned.pt"
+        tuned_pt = self.tuned_dir / key / seeded / "tuned.pt"
         if tuned_pt.exists():
             tuned = load_model(tuned_pt)
         else:
-            tuned = (train(model, self.data, finetune_recipe(self.epochs, imgsz), tuned_pt.parent / "finetune")
-                     if self.epochs else model)
+            recipe = finetune_recipe(self.epochs, imgsz, seed=self.seed)
+            tuned = train(model, self.data, recipe, tuned_pt.parent / "finetune") if self.epochs else model
             save_model(tuned, tuned_pt)
         precision = self.target.recipe.precision
         fp32 = evaluate(torch_runner(tuned), self.data, imgsz, desc=f"row {key} FP32")["map50_95"]
@@ -135,12 +139,37 @@ class Rows:
                                 self.target.recipe.quantize.max_map_drop,
                                 lambda p: artefact_metrics(p, self.data, imgsz, self.threads, None, tuned, self.exporter))
         stats = model_stats(tuned, imgsz)
-        row = {"key": key, "imgsz": imgsz, "file": str(artefact), "fp32_map50_95": round(fp32, 4),
+        row = {"key": key, "seed": self.seed, "imgsz": imgsz, "file": str(artefact), "fp32_map50_95": round(fp32, 4),
                "map50_95": round(out["map50_95"], 4), "map50": round(out["map50"], 4),
                "guard": (out.get("accuracy_guard") or {}).get("chosen", "none"), "params": stats["params"],
                "gflops": stats["gflops"], "finish_s": round(time.time() - start, 1)}
         atomic_write_json(done, row)
         return row
+
+
+def starting_model(base: torch.nn.Module, tuned: torch.nn.Module, row: dict, target, data, epochs: int,
+                   source: str) -> torch.nn.Module:
+    """The pruned, not yet fine-tuned model a finished row started from, rebuilt from its fine-tuned widths: the
+    same checkpoint cut to the same width per group by the row's criterion (the plan's for (a) and other
+    candidates, l2 for (b)). Checked against the row's key, so a row that cannot be rebuilt is refused."""
+    def widths(model):
+        return {n: m.out_channels for n, m in split_block_copy(model).named_modules()
+                if isinstance(m, torch.nn.Conv2d)}
+
+    imgsz, wanted = row["imgsz"], widths(tuned)
+    if wanted == widths(base):
+        model = base
+    else:
+        cfg = (PruneConfig(criterion="l2", round_to=target.device.round_to, imgsz=imgsz) if row["row"] == "b" else
+               PruneConfig.from_recipe(target.recipe.prune, target.device.round_to, imgsz))
+        batches = (lambda: loss_batches(data, imgsz)) if cfg.criterion in DATA_CRITERIA else (lambda: None)
+        keep = {group: wanted[group] for group in survey(base, cfg, batches()).channels}
+        model = prune_to_widths(base, keep, cfg, batches())[0]
+    if arch_key(model, imgsz, epochs, source) != row["key"]:
+        raise EdgepruneError(f"row {row['key']} ({row['row']}, {imgsz} px) could not be rebuilt from its widths",
+                             "it was pruned in a way widths alone do not describe (e.g. whole attention heads); "
+                             "leave its budget out of --budget-fractions when re-seeding")
+    return model
 
 
 def plan_predictor(target, latency_model):
@@ -179,7 +208,7 @@ def run_family(name: str, runtime: str, fractions: list[float], epochs: int, out
                probe_variants: int, all_candidates: bool = False, proxy_epochs: int | None = None) -> dict:
     time_candidates = runtime in TIMED_CANDIDATES
     start = time.time()
-    data = load_dataset(PROJECT_ROOT / "datasets" / "synth.yaml")
+    data = load_dataset(DATA)
     target = load_target(RUNTIMES[runtime], threads=threads)
     target = dataclasses.replace(target, device=dataclasses.replace(target.device, measure_here=True))
     path = checkpoint(name)
@@ -249,7 +278,7 @@ def run_family(name: str, runtime: str, fractions: list[float], epochs: int, out
             print(f"  ({row}) {imgsz} px: artefact mAP50-95 {finished['map50_95']:.4f}")
         atomic_write_json(work / "partial.json", {"budgets": budgets, "rows": rows})
     reference_file = next((work / "timing" / f"reference-{precision}").glob(f"model*{rows_cache.exporter.caps.suffix}"))
-    result = {"family": name, "checkpoint": str(path), "runtime": runtime, "target": target.name, "threads": threads,
+    result = {"family": name, "checkpoint": str(path), "data": str(DATA), "runtime": runtime, "target": target.name, "threads": threads,
               "precision": precision, "epochs": epochs, "percentile": target.budget.percentile,
               "proxy": proxy_name(proxy_epochs), "reference_file": str(reference_file), "reference_ms": reference_ms,
               "sizes": list(sizes.candidates), "unpruned_ms": {str(k): v for k, v in unpruned.items()},
@@ -310,6 +339,11 @@ def summarize(budgets: list[dict], rows: list[dict]) -> list[dict]:
                 entry[f"{other}_map"] = by[other]["map50_95"]
                 entry[f"{other}_measured_ms"] = by[other]["measured_scaled_ms"]
                 entry[f"a_minus_{other}"] = round(a["map50_95"] - by[other]["map50_95"], 4)
+                if len(a.get("seed_map50_95", {})) > 1 and len(by[other].get("seed_map50_95", {})) > 1:
+                    mine, theirs = a["seed_map50_95"].values(), by[other]["seed_map50_95"].values()
+                    entry[f"a_minus_{other}_seeds"] = {
+                        "mean": round(statistics.mean(mine) - statistics.mean(theirs), 4),
+                        "range": [round(min(mine) - max(theirs), 4), round(max(mine) - min(theirs), 4)]}
         out.append(entry)
     return out
 
@@ -364,6 +398,7 @@ def markdown(results: list[dict], command: str) -> str:
         q = res["proxy_quality"]
         lines.append(f"| {res['family']} | {res['runtime']} | {res['latency_source']} | {q['spearman']:+.2f} "
                      f"({q['rows']}) | {q['best_row_picked']} | {res['epochs']} | {res['wall_s'] / 60:.0f} min |")
+    lines += seed_lines(results)
     lines += ["", "Rows (d), the next smaller official architecture: not applicable — n is the smallest official scale of "
               "both families.", "", "All rows:", "",
               "| family | runtime | budget | row | input | FLOPs removed | proxy | FP32 mAP | artefact mAP | guard | "
@@ -375,6 +410,32 @@ def markdown(results: list[dict], command: str) -> str:
                          f"{r['fp32_map50_95']:.3f} | {r['map50_95']:.3f} | {r['guard']} | {r['measured_p50_ms']:.2f} | "
                          f"{r['measured_p90_ms']:.2f} | {r['ratio_to_reference']:.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def seed_lines(results: list[dict]) -> list[str]:
+    """The rows fine-tuned with several seeds (--seeds), and a − b, a − c over them."""
+    seeded = [(res, r) for res in results for r in res["rows"] if len(r.get("seed_map50_95", {})) > 1]
+    if not seeded:
+        return []
+    lines = ["", "Fine-tuning seeds: the same starting model fine-tuned again with other seeds (data order, "
+             "augmentation), each artefact run; latency is the row's (weights do not change it).", "",
+             "| family | runtime | budget | row | input | artefact mAP50-95 per seed | mean | spread (max − min) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for res, r in seeded:
+        maps = r["seed_map50_95"]
+        lines.append(f"| {res['family']} | {res['runtime']} | {r['budget_ms']:.2f} ms ({r['budget_fraction']:g}) | "
+                     f"({r['row']}) | {r['imgsz']} | {', '.join(f'{k}: {v:.3f}' for k, v in sorted(maps.items()))} | "
+                     f"{statistics.mean(maps.values()):.3f} | {max(maps.values()) - min(maps.values()):.3f} |")
+    lines += ["", "| family | runtime | budget | a − b, means over seeds (range over seed pairs) | a − c, same |",
+              "|---|---|---|---|---|"]
+    for res in results:
+        for s in res["summary"]:
+            diffs = [s.get(f"a_minus_{o}_seeds") for o in ("b", "c")]
+            if any(diffs):
+                cells = [f"{d['mean']:+.3f} ({d['range'][0]:+.3f} to {d['range'][1]:+.3f})" if d else "—" for d in diffs]
+                lines.append(f"| {res['family']} | {res['runtime']} | {s['budget_ms']:.2f} ms ({s['fraction']:g}) | "
+                             f"{cells[0]} | {cells[1]} |")
+    return lines
 
 
 def plot(results: list[dict], out: Path) -> Path:
@@ -418,42 +479,78 @@ def main(argv=None) -> int:
                         help="also fine-tune and run every other candidate of each plan (how well the proxy ranked)")
     parser.add_argument("--retime", action="store_true",
                         help="only time the finished rows in --out/budget.json side by side again, and rewrite it")
+    parser.add_argument("--seeds", default="",
+                        help="only fine-tune the finished rows in --out/budget.json again with these seeds (e.g. 1,2), "
+                             "at the budgets in --budget-fractions, and rewrite it with each row's mAP per seed")
     parser.add_argument("--out", default="bench/budget")
     args = parser.parse_args(argv)
     out = Path(args.out)
     command = "python -m benchmarks.budget " + " ".join(argv if argv is not None else sys.argv[1:])
+    fractions = [float(f) for f in args.budget_fractions.split(",")]
     if args.retime:
         return retime(out, command)
+    if args.seeds:
+        return reseed(out, [int(s) for s in args.seeds.split(",")], fractions, command)
     results = []
     for name in args.models.split(","):
         for runtime in args.runtimes.split(","):
-            results.append(run_family(name, runtime, [float(f) for f in args.budget_fractions.split(",")],
-                                      args.epochs, out, args.threads, args.probe_variants, args.all_candidates,
-                                      args.proxy_epochs))
-            atomic_write_json(out / "budget.json", {"command": command, "results": results})
-            atomic_write_text(out / "budget.md", markdown(results, command))
-            plot(results, out / "budget.png")
+            results.append(run_family(name, runtime, fractions, args.epochs, out, args.threads, args.probe_variants,
+                                      args.all_candidates, args.proxy_epochs))
+            rewrite(out, results, command)
+    return 0
+
+
+def finished_run(out: Path, verb: str) -> dict:
+    finished = out / "budget.json"
+    if not finished.exists():
+        raise EdgepruneError(f"no {finished} to {verb}", "run the benchmark with this --out first")
+    return json.loads(finished.read_text())
+
+
+def rewrite(out: Path, results: list[dict], command: str) -> int:
+    atomic_write_json(out / "budget.json", {"command": command, "results": results})
+    atomic_write_text(out / "budget.md", markdown(results, command))
+    plot(results, out / "budget.png")
     print((out / "budget.md").read_text())
     return 0
 
 
+def reseed(out: Path, seeds: list[int], fractions: list[float], command: str) -> int:
+    """Fine-tuning noise, measured: each finished row's starting model fine-tuned again with other seeds (data
+    order and augmentation), exported through the same guard and its artefact run. The rows keep their timing:
+    a file's latency does not depend on its weights."""
+    saved = finished_run(out, "re-seed")
+    for result in saved["results"]:
+        data = load_dataset(result.get("data", DATA))
+        target = load_target(RUNTIMES[result["runtime"]], threads=result["threads"])
+        path, stem = Path(result["checkpoint"]), Path(result["family"]).stem
+        base, source = load_model(path), sha256_file(path)[:16]
+        tuned_dir, starts = out / f"{stem}-tuned", {}
+        seeded = {seed: Rows(data, target, result["epochs"], out / f"{stem}-{result['runtime']}", tuned_dir, source,
+                             result["threads"], seed) for seed in seeds}
+        for row in (r for r in result["rows"] if r["budget_fraction"] in fractions):
+            if row["key"] not in starts:
+                tuned = load_model(tuned_dir / row["key"] / "tuned.pt")
+                starts[row["key"]] = starting_model(base, tuned, row, target, data, result["epochs"], source)
+            maps = {str(row.get("seed", 0)): row["map50_95"], **row.get("seed_map50_95", {})}
+            for seed, rows in seeded.items():
+                maps[str(seed)] = rows.finish(starts[row["key"]], row["imgsz"])["map50_95"]
+                print(f"  ({row['row']}) {row['imgsz']} px at {row['budget_fraction']:g}, seed {seed}: "
+                      f"artefact mAP50-95 {maps[str(seed)]:.4f}")
+            row["seed_map50_95"] = maps
+        result["summary"] = summarize(result["budgets"], result["rows"])
+    return rewrite(out, saved["results"], f"{saved['command']}; then {command}")
+
+
 def retime(out: Path, command: str) -> int:
     """A noisy final timing can be repeated without re-training: the rows' files and the reference are kept."""
-    finished = out / "budget.json"
-    if not finished.exists():
-        raise EdgepruneError(f"no {finished} to re-time", "run the benchmark with this --out first")
-    saved = json.loads(finished.read_text())
+    saved = finished_run(out, "re-time")
     for result in saved["results"]:  # files written before these keys were recorded
         work = out / f"{Path(result['family']).stem}-{result['runtime']}" / "timing" / f"reference-{result['precision']}"
         result.setdefault("reference_file", str(next(work.glob("model*"), work / "missing")))
         result.setdefault("reference_ms", result["unpruned_ms"][str(max(result["sizes"]))])
     results = [record_final_timing(result) for result in saved["results"]]
-    command = f"{saved['command']}; then {command}"
-    atomic_write_json(finished, {"command": command, "results": results})
-    atomic_write_text(out / "budget.md", markdown(results, command))
-    plot(results, out / "budget.png")
-    print((out / "budget.md").read_text())
-    return 0
+    return rewrite(out, results, f"{saved['command']}; then {command}")
 
 
 if __name__ == "__main__":

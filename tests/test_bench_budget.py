@@ -48,3 +48,78 @@ def test_retime_times_the_finished_files_again_and_rewrites_the_tables(tiny_mode
         assert row["measured_scaled_ms"] == round(row["ratio_to_reference"] * 5.0, 3)
     assert "--retime" in saved["command"] and (tmp_path / "budget.png").exists()
     assert "in 3 passes (the median ratio counts)" in (tmp_path / "budget.md").read_text()
+
+
+def _finished_rows(tiny_model, tiny_data, tmp_path, epochs):
+    """A finished run's budget.json for (a) (the profile's taylor cut) and (b) (uniform l2): the rows' fine-tuned
+    files are their pruned starts, since a row is rebuilt from its widths."""
+    import json
+
+    from edgeprune.data.batches import loss_batches
+    from edgeprune.data.dataset import load_dataset
+    from edgeprune.manifest import sha256_file
+    from edgeprune.models.checkpoint import load_model, save_model
+    from edgeprune.pruning.structured import PruneConfig, prune
+
+    checkpoint = tmp_path / "tiny.pt"
+    save_model(tiny_model, checkpoint)
+    base, source = load_model(checkpoint), sha256_file(checkpoint)[:16]  # what the benchmark prunes
+    batches = loss_batches(load_dataset(tiny_data), 64)
+    starts = {"a": prune(base, PruneConfig(flops_reduction=0.3, criterion="taylor", imgsz=64), batches)[0],
+              "b": prune(base, PruneConfig(flops_reduction=0.4, criterion="l2", imgsz=64))[0]}
+    rows = []
+    for row, model in starts.items():
+        key = bench_budget.arch_key(model, 64, epochs, source)
+        save_model(model, tmp_path / "tiny-tuned" / key / "tuned.pt")
+        rows.append({"key": key, "row": row, "label": bench_budget.ROWS[row], "imgsz": 64, "budget_fraction": 0.8,
+                     "budget_ms": 4.0, "map50_95": 0.1, "fp32_map50_95": 0.1, "guard": "none", "flops_reduction": 0.3,
+                     "proxy_map": 0.1, "measured_scaled_ms": 3.9, "measured_p50_ms": 3.8, "measured_p90_ms": 3.9,
+                     "within_budget": True, "ratio_to_reference": 0.78})
+    result = {"family": "tiny", "checkpoint": str(checkpoint), "data": str(tiny_data), "runtime": "onnxruntime-fp32",
+              "threads": 2, "percentile": 90, "epochs": epochs, "sizes": [64], "latency_source": "measured",
+              "wall_s": 60, "budgets": [{"fraction": 0.8, "budget_ms": 4.0}], "rows": rows,
+              "proxy_quality": {"spearman": 1.0, "rows": 2, "best_row_picked": "1/1"}}
+    (tmp_path / "budget.json").write_text(json.dumps({"command": "python -m benchmarks.budget", "results": [result]}))
+    return result, starts, base
+
+
+def test_a_finished_row_is_rebuilt_exactly_from_its_widths_or_refused(tiny_model, tiny_data, tmp_path):
+    import pytest
+    import torch
+
+    from edgeprune.data.dataset import load_dataset
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.manifest import sha256_file
+    from edgeprune.models.checkpoint import load_model
+    from edgeprune.targets import load_target
+
+    result, starts, base = _finished_rows(tiny_model, tiny_data, tmp_path, epochs=1)
+    target, data = load_target("host"), load_dataset(tiny_data)
+    source = sha256_file(tmp_path / "tiny.pt")[:16]
+    for row in result["rows"]:
+        tuned = load_model(tmp_path / "tiny-tuned" / row["key"] / "tuned.pt")
+        rebuilt = bench_budget.starting_model(base, tuned, row, target, data, 1, source)
+        original = starts[row["row"]].state_dict()
+        assert all(torch.equal(v, original[k]) for k, v in rebuilt.state_dict().items())
+        with pytest.raises(EdgepruneError, match="could not be rebuilt from its widths"):
+            bench_budget.starting_model(base, tuned, row, target, data, 2, source)  # another row's key
+
+
+def test_seeds_fine_tune_every_finished_row_again_and_report_the_spread(tiny_model, tiny_data, tmp_path):
+    import json
+
+    import torch
+
+    from edgeprune.models.checkpoint import load_model
+
+    _finished_rows(tiny_model, tiny_data, tmp_path, epochs=1)
+    assert bench_budget.main(["--seeds", "1,2", "--budget-fractions", "0.8", "--out", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "budget.json").read_text())
+    result = saved["results"][0]
+    for row in result["rows"]:
+        assert set(row["seed_map50_95"]) == {"0", "1", "2"} and row["seed_map50_95"]["0"] == 0.1
+        one, two = (load_model(tmp_path / "tiny-tuned" / row["key"] / f"seed{s}" / "tuned.pt") for s in (1, 2))
+        assert any(not torch.equal(p, q) for p, q in zip(one.parameters(), two.parameters()))  # the seed trained
+    spread = result["summary"][0]["a_minus_b_seeds"]
+    assert spread["range"][0] <= spread["mean"] <= spread["range"][1]
+    assert "--seeds 1,2" in saved["command"] and "Fine-tuning seeds" in (tmp_path / "budget.md").read_text()
