@@ -482,6 +482,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="",
                         help="only fine-tune the finished rows in --out/budget.json again with these seeds (e.g. 1,2), "
                              "at the budgets in --budget-fractions, and rewrite it with each row's mAP per seed")
+    parser.add_argument("--rows", default="a,b,c", help="with --seeds: which rows to fine-tune again")
     parser.add_argument("--out", default="bench/budget")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -490,7 +491,7 @@ def main(argv=None) -> int:
     if args.retime:
         return retime(out, command)
     if args.seeds:
-        return reseed(out, [int(s) for s in args.seeds.split(",")], fractions, command)
+        return reseed(out, [int(s) for s in args.seeds.split(",")], fractions, args.rows.split(","), command)
     results = []
     for name in args.models.split(","):
         for runtime in args.runtimes.split(","):
@@ -515,7 +516,7 @@ def rewrite(out: Path, results: list[dict], command: str) -> int:
     return 0
 
 
-def reseed(out: Path, seeds: list[int], fractions: list[float], command: str) -> int:
+def reseed(out: Path, seeds: list[int], fractions: list[float], which: list[str], command: str) -> int:
     """Fine-tuning noise, measured: each finished row's starting model fine-tuned again with other seeds (data
     order and augmentation), exported through the same guard and its artefact run. The rows keep their timing:
     a file's latency does not depend on its weights."""
@@ -528,7 +529,7 @@ def reseed(out: Path, seeds: list[int], fractions: list[float], command: str) ->
         tuned_dir, starts = out / f"{stem}-tuned", {}
         seeded = {seed: Rows(data, target, result["epochs"], out / f"{stem}-{result['runtime']}", tuned_dir, source,
                              result["threads"], seed) for seed in seeds}
-        for row in (r for r in result["rows"] if r["budget_fraction"] in fractions):
+        for row in (r for r in result["rows"] if r["budget_fraction"] in fractions and r["row"] in which):
             if row["key"] not in starts:
                 tuned = load_model(tuned_dir / row["key"] / "tuned.pt")
                 starts[row["key"]] = starting_model(base, tuned, row, target, data, result["epochs"], source)

@@ -113,7 +113,7 @@ def test_seeds_fine_tune_every_finished_row_again_and_report_the_spread(tiny_mod
     from edgeprune.models.checkpoint import load_model
 
     _finished_rows(tiny_model, tiny_data, tmp_path, epochs=1)
-    assert bench_budget.main(["--seeds", "1,2", "--budget-fractions", "0.8", "--out", str(tmp_path)]) == 0
+    assert bench_budget.main(["--seeds", "1,2", "--budget-fractions", "0.8", "--rows", "a,b", "--out", str(tmp_path)]) == 0
     saved = json.loads((tmp_path / "budget.json").read_text())
     result = saved["results"][0]
     for row in result["rows"]:
