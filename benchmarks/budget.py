@@ -278,8 +278,8 @@ def run_family(name: str, runtime: str, fractions: list[float], epochs: int, out
             print(f"  ({row}) {imgsz} px: artefact mAP50-95 {finished['map50_95']:.4f}")
         atomic_write_json(work / "partial.json", {"budgets": budgets, "rows": rows})
     reference_file = next((work / "timing" / f"reference-{precision}").glob(f"model*{rows_cache.exporter.caps.suffix}"))
-    result = {"family": name, "checkpoint": str(path), "data": str(DATA), "runtime": runtime, "target": target.name, "threads": threads,
-              "precision": precision, "epochs": epochs, "percentile": target.budget.percentile,
+    result = {"family": name, "checkpoint": str(path), "data": str(DATA), "runtime": runtime, "target": target.name,
+              "threads": threads, "precision": precision, "epochs": epochs, "percentile": target.budget.percentile,
               "proxy": proxy_name(proxy_epochs), "reference_file": str(reference_file), "reference_ms": reference_ms,
               "sizes": list(sizes.candidates), "unpruned_ms": {str(k): v for k, v in unpruned.items()},
               "latency_source": (latency_model.source + f" (held-out within 10 %: "
