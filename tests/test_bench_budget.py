@@ -120,6 +120,17 @@ def test_seeds_fine_tune_every_finished_row_again_and_report_the_spread(tiny_mod
         assert set(row["seed_map50_95"]) == {"0", "1", "2"} and row["seed_map50_95"]["0"] == 0.1
         one, two = (load_model(tmp_path / "tiny-tuned" / row["key"] / f"seed{s}" / "tuned.pt") for s in (1, 2))
         assert any(not torch.equal(p, q) for p, q in zip(one.parameters(), two.parameters()))  # the seed trained
-    spread = result["summary"][0]["a_minus_b_seeds"]
-    assert spread["range"][0] <= spread["mean"] <= spread["range"][1]
+    paired = result["summary"][0]["a_minus_b_seeds"]
+    a, b = result["rows"]
+    assert paired["per_seed"] == {s: round(a["seed_map50_95"][s] - b["seed_map50_95"][s], 4) for s in ("0", "1", "2")}
+    assert paired["range"][0] <= paired["mean"] <= paired["range"][1]
     assert "--seeds 1,2" in saved["command"] and "Fine-tuning seeds" in (tmp_path / "budget.md").read_text()
+
+
+def test_rows_are_compared_per_seed_on_the_seeds_both_were_trained_with():
+    a = {"seed_map50_95": {"0": 0.49, "1": 0.45, "2": 0.48, "3": 0.40}}
+    b = {"seed_map50_95": {"0": 0.51, "1": 0.46, "2": 0.50}}
+    paired = bench_budget.paired_differences(a, b)
+    assert paired["per_seed"] == {"0": -0.02, "1": -0.01, "2": -0.02} and paired["range"] == [-0.02, -0.01]
+    assert paired["mean"] == round((-0.02 - 0.01 - 0.02) / 3, 4)
+    assert bench_budget.paired_differences(a, {"seed_map50_95": {"0": 0.5}}) is None  # one seed: nothing to pair
