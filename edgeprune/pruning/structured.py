@@ -34,8 +34,8 @@ from edgeprune.errors import EdgepruneError
 from edgeprune.evaluation.model_stats import count_macs
 from edgeprune.models.blocks import head_twins, refuse_split_blocks, split_pairs, unfuse_split_blocks
 from edgeprune.pruning import heads as attention_heads
-from edgeprune.pruning.graph import dependency_graph
 from edgeprune.pruning import replay as replay_record
+from edgeprune.pruning.graph import dependency_graph
 from edgeprune.pruning.search import search
 from edgeprune.pruning.taylor import accumulate_loss_gradients, clear_gradients
 
