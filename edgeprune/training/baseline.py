@@ -2,11 +2,14 @@
 
 No COCO-pretrained weights can be fetched here, so the embedded default starts from a model this
 project trains on its bundled dataset. The checkpoint ships with a provenance file (command, seed,
-data hash, metrics, tool versions); `make baseline` re-creates both from the seed.
+data hash, metrics, tool versions, the validation curve); `make baseline` re-creates both from the seed.
+A long CPU run is interrupted and resumed from Ultralytics' last.pt, so its wall time is summed over the
+segments of results.csv rather than timed by the one process that finishes it.
 """
 
 from __future__ import annotations
 
+import csv
 import shlex
 import sys
 import time
@@ -22,12 +25,40 @@ from edgeprune.manifest import atomic_write_json, sha256_file, tool_versions
 from edgeprune.models.checkpoint import build_from_yaml, save_model
 
 
+CURVE_METRIC = "metrics/mAP50-95(B)"
+
+
+def training_curve(results_csv: Path) -> dict:
+    """Ultralytics' per-epoch validation mAP50-95 and the wall time of a run that may have been resumed.
+
+    Ultralytics restarts its clock on resume, so each drop of the `time` column starts a new segment;
+    the wall time is the sum of every segment's last value (an epoch cut off by the interruption is lost).
+    An epoch validated again after a resume keeps its last value.
+    """
+    with open(results_csv, newline="", encoding="utf-8") as f:
+        rows = [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(f)]
+    ends, last = [], None
+    for row in rows:
+        t = float(row["time"])
+        if last is not None and t < last:
+            ends.append(last)
+        last = t
+    if last is not None:
+        ends.append(last)
+    per_epoch = {int(float(r["epoch"])): round(float(r[CURVE_METRIC]), 4) for r in rows}
+    return {"metric": f"Ultralytics val {CURVE_METRIC}, per epoch",
+            "epochs": list(per_epoch), "map50_95": list(per_epoch.values()),
+            "segments": len(ends), "wall_s": round(sum(ends), 1)}
+
+
 def train_baseline(model_yaml: str, dataset: Dataset, cfg: TrainConfig, out: Path, work_dir: Path) -> dict:
     torch.manual_seed(cfg.seed)
     model = build_from_yaml(model_yaml, dataset.nc)
     start = time.time()
     trained = train(model, dataset, cfg, work_dir)
     wall = time.time() - start
+    results = Path(work_dir) / "ultralytics" / "results.csv"
+    curve = training_curve(results) if results.is_file() else None
     trained.names = dict(enumerate(dataset.names))
     metrics = evaluate_model(trained, dataset, cfg.imgsz)
     provenance = {
@@ -35,9 +66,11 @@ def train_baseline(model_yaml: str, dataset: Dataset, cfg: TrainConfig, out: Pat
         "model_yaml": model_yaml, "train_config": asdict(cfg), "seed": cfg.seed,
         "data": {"yaml": str(dataset.yaml_path), "sha256": dataset.content_hash(),
                  "train_images": len(dataset.train_images), "val_images": len(dataset.val_images)},
-        "metrics": metrics, "train_wall_s": round(wall, 1), "threads": torch.get_num_threads(),
-        "tools": tool_versions(),
+        "metrics": metrics, "train_wall_s": curve["wall_s"] if curve else round(wall, 1),
+        "threads": torch.get_num_threads(), "tools": tool_versions(),
     }
+    if curve:
+        provenance["curve"] = curve
     save_model(trained, out, meta={"baseline": provenance})
     provenance["checkpoint_sha256"] = sha256_file(out)
     atomic_write_json(out.with_suffix(".json"), provenance)
