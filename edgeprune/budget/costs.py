@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from edgeprune.latency.features import HEAD_STRIDES, STRIDES, deployed_convs, feature_names
+from edgeprune.latency.features import STRIDES, feature_names, head_outputs_m, nearest_stride, trace_deployed_convs
 from edgeprune.latency.model import LatencyModel, check_matches, predict
 from edgeprune.latency.roofline import estimate_latency_ms
 from edgeprune.targets import Target
@@ -74,22 +74,13 @@ def conv_census(model: nn.Module, imgsz: int) -> Census:
     names = {m: n for n, m in model.named_modules()}
     convs: dict[str, ConvShape] = {}
 
-    def hook(conv: nn.Conv2d, _inputs, output):
+    def record(conv: nn.Conv2d, output: torch.Tensor) -> None:
         _, _, h, w = output.shape
-        stride = min(STRIDES, key=lambda s: abs(s - imgsz / h))
         convs[names[conv]] = ConvShape(h * w, conv.kernel_size[0] * conv.kernel_size[1], conv.in_channels,
-                                       conv.out_channels, conv.groups, stride)
+                                       conv.out_channels, conv.groups, nearest_stride(imgsz, h))
 
-    handles = [m.register_forward_hook(hook) for m in deployed_convs(model)]
-    try:
-        with torch.inference_mode():
-            model.eval()(torch.zeros(1, 3, imgsz, imgsz))
-    finally:
-        for handle in handles:
-            handle.remove()
-    nc = int(getattr(model.model[-1], "nc", 80))
-    anchors = sum((imgsz // s) ** 2 for s in HEAD_STRIDES)
-    return Census(imgsz, convs, anchors * (4 + nc) / 1e6)
+    trace_deployed_convs(model, imgsz, record)
+    return Census(imgsz, convs, head_outputs_m(model, imgsz))
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ family (and any pruned variant of it) is described the same way.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -29,31 +31,42 @@ def deployed_convs(model: nn.Module) -> list[nn.Conv2d]:
     return [m for m in model.modules() if isinstance(m, nn.Conv2d) and m not in unused]
 
 
-def latency_features(model: nn.Module, imgsz: int) -> dict[str, float]:
-    """Per stride: GMACs of every convolution and millions of elements it writes; the head's output size."""
-    macs = {s: 0.0 for s in STRIDES}
-    acts = {s: 0.0 for s in STRIDES}
+def nearest_stride(imgsz: int, height: int) -> int:
+    """The stride bucket a feature map of `height` rows belongs to at input size `imgsz`."""
+    return min(STRIDES, key=lambda s: abs(s - imgsz / height))
 
-    def nearest(stride: float) -> int:
-        return min(STRIDES, key=lambda s: abs(s - stride))
 
-    def hook(conv: nn.Conv2d, _inputs, output):
-        _, cout, h, w = output.shape
-        kh, kw = conv.kernel_size
-        stride = nearest(imgsz / h)
-        macs[stride] += h * w * cout * kh * kw * conv.in_channels / conv.groups / 1e9
-        acts[stride] += output.numel() / 1e6
-
-    handles = [m.register_forward_hook(hook) for m in deployed_convs(model)]
+def trace_deployed_convs(model: nn.Module, imgsz: int, on_conv: Callable[[nn.Conv2d, torch.Tensor], None]) -> None:
+    """One zero image through `model` at `imgsz`, calling on_conv(conv, output) for every deployed conv."""
+    handles = [m.register_forward_hook(lambda conv, _inputs, output: on_conv(conv, output))
+               for m in deployed_convs(model)]
     try:
         with torch.inference_mode():
             model.eval()(torch.zeros(1, 3, imgsz, imgsz))
     finally:
         for handle in handles:
             handle.remove()
-    head = model.model[-1]
-    nc = int(getattr(head, "nc", 80))
-    anchors = sum((imgsz // s) ** 2 for s in HEAD_STRIDES)
+
+
+def head_outputs_m(model: nn.Module, imgsz: int) -> float:
+    """Millions of values the head decodes: 4 box + nc class values per anchor of its three strides."""
+    nc = int(getattr(model.model[-1], "nc", 80))
+    return sum((imgsz // s) ** 2 for s in HEAD_STRIDES) * (4 + nc) / 1e6
+
+
+def latency_features(model: nn.Module, imgsz: int) -> dict[str, float]:
+    """Per stride: GMACs of every convolution and millions of elements it writes; the head's output size."""
+    macs = {s: 0.0 for s in STRIDES}
+    acts = {s: 0.0 for s in STRIDES}
+
+    def count(conv: nn.Conv2d, output: torch.Tensor) -> None:
+        _, cout, h, w = output.shape
+        kh, kw = conv.kernel_size
+        stride = nearest_stride(imgsz, h)
+        macs[stride] += h * w * cout * kh * kw * conv.in_channels / conv.groups / 1e9
+        acts[stride] += output.numel() / 1e6
+
+    trace_deployed_convs(model, imgsz, count)
     return {"const": 1.0, **{f"gmacs_s{s}": round(macs[s], 6) for s in STRIDES},
             **{f"mact_s{s}": round(acts[s], 6) for s in STRIDES},
-            "head_outputs_m": round(anchors * (4 + nc) / 1e6, 6)}
+            "head_outputs_m": round(head_outputs_m(model, imgsz), 6)}
