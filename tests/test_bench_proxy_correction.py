@@ -19,7 +19,8 @@ def _write_run(folder, name, rows, plans):
                        for letter, fraction, reduction, proxy in rows],
               "budgets": [{"fraction": fraction, "plan": {"candidates": [
                   {"imgsz": size, "pruned": reduction > 0, "predicted_ms": 5.0, "flops_reduction": reduction,
-                   "score": score} for size, reduction, score in candidates]}} for fraction, candidates in plans.items()]}
+                   "score": score} for size, reduction, score in candidates]}}
+                  for fraction, candidates in plans.items()]}
     (folder / "budget.json").write_text(json.dumps({"command": "test", "results": [result]}))
     return folder
 
