@@ -8,7 +8,7 @@ import pytest
 
 from edgeprune.data.dataset import load_dataset
 from edgeprune.training.baseline import CURVE_METRIC, train_baseline, training_curve
-from edgeprune.training.trainer import TrainConfig
+from edgeprune.training.trainer import RESUMES, TrainConfig
 
 HEADER = f"epoch,time,train/box_loss,metrics/mAP50(B),{CURVE_METRIC},lr/pg0"
 
@@ -23,6 +23,7 @@ def test_a_resumed_run_sums_its_segments_and_keeps_the_last_value_of_a_repeated_
         "3,41.2,2.8,0.09,0.033,0.0098",    # resumed: the clock restarts and epoch 3 runs again
         "4,82.0,2.7,0.10,0.040,0.0097",
     ]) + "\n")
+    (tmp_path / RESUMES).write_text("3\n")  # the trainer's note: the resumed segment starts at row 3
     curve = training_curve(results)
     assert curve["epochs"] == [1, 2, 3, 4]
     assert curve["map50_95"] == [0.002, 0.02, 0.033, 0.04]
@@ -40,3 +41,9 @@ def test_a_trained_baseline_ships_its_curve_beside_it(tiny_data, tmp_path):
     assert written["curve"]["epochs"] == [1, 2] and len(written["curve"]["map50_95"]) == 2
     assert written["curve"]["segments"] == 1 and written["train_wall_s"] == written["curve"]["wall_s"] > 0
     assert out.is_file() and written["checkpoint_sha256"]
+
+
+def test_without_a_resume_note_the_run_is_one_segment(tmp_path):
+    results = tmp_path / "results.csv"
+    results.write_text(f"{HEADER}\n1,40.5,3.1,0.01,0.002,0.01\n2,81.0,2.9,0.05,0.020,0.0099\n")
+    assert (training_curve(results)["segments"], training_curve(results)["wall_s"]) == (1, 81.0)

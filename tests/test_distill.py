@@ -14,9 +14,11 @@ import torch
 from edgeprune.data.dataset import load_dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.training import distill
+from edgeprune.training.baseline import training_curve
 from edgeprune.training.trainer import TrainConfig, _KeepArchitectureTrainer, train
 from edgeprune import cli
 from edgeprune.models.checkpoint import load_model, param_count, save_model
+from edgeprune.models.safe_load import load_checkpoint
 from edgeprune.pruning.structured import PruneConfig, prune_at_ratio
 
 IMGSZ = 64
@@ -106,7 +108,7 @@ def test_one_epoch_distillation_run_from_the_cli(tiny_data, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_distillation_resumes_from_last_pt(tiny_data, tmp_path, monkeypatch):
+def test_distillation_resumes_from_last_pt(tiny_data, tmp_path, monkeypatch, capsys):
     teacher, student = _teacher_and_student()
     cfg = TrainConfig(epochs=2, imgsz=IMGSZ, batch=8, warmup_epochs=0.0, close_mosaic=0, distill_weight=1.0)
     original_save = _KeepArchitectureTrainer.save_model
@@ -121,9 +123,13 @@ def test_distillation_resumes_from_last_pt(tiny_data, tmp_path, monkeypatch):
         train(deepcopy(student), dataset, cfg, tmp_path, teacher=teacher)
     last = tmp_path / "ultralytics" / "weights" / "last.pt"
     assert type(torch.load(last, map_location="cpu", weights_only=False)["ema"]).__name__ == "DetectionModel"
+    assert load_checkpoint(last)["epoch"] == 0, "an unfinished run's last.pt loads without --trust-checkpoint"
     monkeypatch.setattr(_KeepArchitectureTrainer, "save_model", original_save)
     tuned = train(deepcopy(student), dataset, cfg, tmp_path, teacher=teacher)
+    assert "resuming interrupted training" in capsys.readouterr().out
     rows = _results(tmp_path)
     assert [int(float(r["epoch"])) for r in rows] == [1, 2], "epoch 2 resumed, epoch 1 not redone"
+    curve = training_curve(tmp_path / "ultralytics" / "results.csv")
+    assert curve["segments"] == 2, "a restart from scratch would have deleted epoch 1's row and its clock"
     assert all(float(r["train/kd_loss"]) > 0 for r in rows)
     assert param_count(tuned) == param_count(student)

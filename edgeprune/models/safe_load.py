@@ -2,8 +2,9 @@
 
 A checkpoint is a pickle, and a pickle can call any function while it loads. The weights-only
 unpickler only rebuilds tensors, containers and the globals it was told are safe; here those are
-the `nn.Module` classes of torch, Ultralytics and edgeprune (what a detection checkpoint is made of)
-and numpy's scalar/array rebuilders (Ultralytics' metrics). Anything else is refused by name, and
+the `nn.Module` classes of torch, Ultralytics and edgeprune (what a detection checkpoint is made of),
+numpy's scalar/array rebuilders (Ultralytics' metrics) and Ultralytics' argument namespace (an unfinished
+run's last.pt keeps the training arguments on the model as one; without it no interrupted run resumes). Anything else is refused by name, and
 `trust=True` (the CLI's `--trust-checkpoint`) is the explicit opt-in to a full pickle load.
 """
 
@@ -57,8 +58,16 @@ def _numpy_globals() -> list:
     return found
 
 
+def _data_globals() -> list[type]:
+    """Attribute containers: loading one only sets its fields."""
+    from ultralytics.utils import IterableSimpleNamespace
+
+    return [IterableSimpleNamespace]
+
+
 def _is_allowed(name: str) -> bool:
-    return _in_packages(name.rsplit(".", 1)[0]) or name.endswith(NUMPY_GLOBALS) or name.startswith("numpy.dtypes.")
+    return (_in_packages(name.rsplit(".", 1)[0]) or name.endswith(NUMPY_GLOBALS) or name.startswith("numpy.dtypes.")
+            or name in {f"{c.__module__}.{c.__qualname__}" for c in _data_globals()})
 
 
 def refused_globals(path: Path) -> list[str]:
@@ -83,7 +92,7 @@ def load_checkpoint(path: str | Path, trust: bool = False):
     refused = refused_globals(path)
     if refused:
         raise _refusal(path, refused)
-    with torch.serialization.safe_globals(allowed_module_classes() + _numpy_globals()):
+    with torch.serialization.safe_globals(allowed_module_classes() + _numpy_globals() + _data_globals()):
         return _load(path, weights_only=True)
 
 

@@ -20,7 +20,7 @@ import torch
 
 from edgeprune.data.dataset import Dataset
 from edgeprune.evaluation.detection import evaluate_model
-from edgeprune.training.trainer import TrainConfig, train
+from edgeprune.training.trainer import RESUMES, TrainConfig, train
 from edgeprune.manifest import atomic_write_json, sha256_file, tool_versions
 from edgeprune.models.checkpoint import build_from_yaml, save_model
 
@@ -31,24 +31,20 @@ CURVE_METRIC = "metrics/mAP50-95(B)"
 def training_curve(results_csv: Path) -> dict:
     """Ultralytics' per-epoch validation mAP50-95 and the wall time of a run that may have been resumed.
 
-    Ultralytics restarts its clock on resume, so each drop of the `time` column starts a new segment;
-    the wall time is the sum of every segment's last value (an epoch cut off by the interruption is lost).
-    An epoch validated again after a resume keeps its last value.
+    Ultralytics restarts its clock on resume; the trainer notes the row each resumed segment starts at
+    (trainer.RESUMES), and the wall time is the sum of every segment's last `time` (an epoch cut off by the
+    interruption is lost). An epoch validated again after a resume keeps its last value.
     """
     with open(results_csv, newline="", encoding="utf-8") as f:
         rows = [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(f)]
-    ends, last = [], None
-    for row in rows:
-        t = float(row["time"])
-        if last is not None and t < last:
-            ends.append(last)
-        last = t
-    if last is not None:
-        ends.append(last)
+    resumes = results_csv.parent / RESUMES
+    starts = {int(line) for line in resumes.read_text().split()} if resumes.is_file() else set()
+    ends = sorted(i for i in starts if 0 < i < len(rows)) + [len(rows)]
     per_epoch = {int(float(r["epoch"])): round(float(r[CURVE_METRIC]), 4) for r in rows}
+    wall = sum(float(rows[end - 1]["time"]) for end in ends) if rows else 0.0
     return {"metric": f"Ultralytics val {CURVE_METRIC}, per epoch",
             "epochs": list(per_epoch), "map50_95": list(per_epoch.values()),
-            "segments": len(ends), "wall_s": round(sum(ends), 1)}
+            "segments": len(ends), "wall_s": round(wall, 1)}
 
 
 def train_baseline(model_yaml: str, dataset: Dataset, cfg: TrainConfig, out: Path, work_dir: Path) -> dict:

@@ -97,6 +97,18 @@ def _extras_callback(teacher: torch.nn.Module | None, cfg: "TrainConfig"):
     return attach
 
 
+RESUMES = "resumed-at-rows.txt"  # results.csv's row count when each resume began: where a training segment starts
+
+
+def _record_resume(run_dir: Path) -> None:
+    """Note where the resumed segment begins in results.csv: Ultralytics restarts its clock on resume and marks
+    nothing, so the wall time of a run interrupted across sessions can only be summed with this."""
+    results = run_dir / "results.csv"
+    rows = max(0, len(results.read_text().splitlines()) - 1) if results.is_file() else 0
+    with open(run_dir / RESUMES, "a", encoding="utf-8") as f:
+        f.write(f"{rows}\n")
+
+
 def _finished_epochs(last: Path, trust: bool) -> int:
     """Epochs recorded in Ultralytics' last.pt; 0 (and its weights folder removed) when it cannot be resumed from.
 
@@ -159,8 +171,10 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig, work_dir: 
     if 0 < done < cfg.epochs:
         print(f"resuming interrupted training from {last} (epoch {done} of {cfg.epochs})")
         overrides["resume"] = str(last)
-    elif last.exists() and done < cfg.epochs:
-        last.unlink()
+        _record_resume(weights.parent)
+    elif done < cfg.epochs:
+        last.unlink(missing_ok=True)
+        (weights.parent / RESUMES).unlink(missing_ok=True)  # a fresh run: Ultralytics starts a new results.csv too
     if done < cfg.epochs:
         make_trainer(model, overrides, cfg, teacher).train()
     best = weights / "best.pt" if (weights / "best.pt").exists() else last
