@@ -203,6 +203,9 @@ def test_allowlist_loads_what_edgeprune_and_ultralytics_write(tiny_model, tmp_pa
             "updates": 10, "optimizer": torch.optim.SGD(tiny_model.parameters(), lr=0.01).state_dict(),
             "train_args": {"imgsz": 64}, "train_metrics": {"metrics/mAP50(B)": np.float32(0.1)},
             "train_results": {"epoch": [1, 2], "loss": np.array([1.0, 0.5])}, "date": "2026-12-03", "version": "8.4"}
+    from ultralytics.utils import IterableSimpleNamespace
+
+    ckpt["ema"].args = IterableSimpleNamespace(imgsz=64)  # an unfinished run keeps its arguments on the model
     torch_save(ckpt, tmp_path / "last.pt")
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 3
 
@@ -215,9 +218,24 @@ def test_half_written_last_pt_restarts_the_stage(tiny_model, tmp_path, capsys):
     last = save_model(tiny_model, weights / "last.pt")
     (weights / "best.pt").write_bytes(last.read_bytes())
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # killed while Ultralytics wrote it
-    assert _finished_epochs(last, trust=False) == 0
+    assert _finished_epochs(last, trust=False, overrides={}) == 0
     assert not weights.exists(), "the broken run's weights are dropped, so training starts again cleanly"
     assert "cannot be resumed from" in capsys.readouterr().err
+
+
+def test_an_unfinished_run_with_other_settings_is_refused_not_resumed(tmp_path):
+    from ultralytics.utils.patches import torch_save
+
+    from edgeprune.errors import EdgepruneError
+    from edgeprune.training.trainer import _finished_epochs
+
+    last = tmp_path / "baseline" / "ultralytics" / "weights" / "last.pt"
+    last.parent.mkdir(parents=True)
+    torch_save({"epoch": 119, "train_args": {"epochs": 300, "imgsz": 256, "seed": 0}}, last)
+    assert _finished_epochs(last, trust=False, overrides={"epochs": 300, "imgsz": 256, "seed": 0}) == 120
+    with pytest.raises(EdgepruneError, match="epochs=300; this one asks for epochs=60") as error:
+        _finished_epochs(last, trust=False, overrides={"epochs": 60, "imgsz": 256, "seed": 0})
+    assert "another work dir" in error.value.fix and last.exists(), "120 epochs of someone's run are kept"
 
 
 def test_leftovers_of_a_killed_run_are_swept(tmp_path):

@@ -109,20 +109,33 @@ def _record_resume(run_dir: Path) -> None:
         f.write(f"{rows}\n")
 
 
-def _finished_epochs(last: Path, trust: bool) -> int:
+SAME_RUN = ("epochs", "imgsz", "batch", "lr0", "seed", "optimizer", "warmup_epochs", "close_mosaic")
+
+
+def _finished_epochs(last: Path, trust: bool, overrides: dict) -> int:
     """Epochs recorded in Ultralytics' last.pt; 0 (and its weights folder removed) when it cannot be resumed from.
 
     Ultralytics writes last.pt in place, so a kill during that write leaves a truncated zip; that file is
     read safely (never as a full pickle unless the run trusts its checkpoints) and never handed on.
+    An unfinished run started with other settings is refused, not resumed into a schedule it was not on.
     """
     try:
         ckpt = load_checkpoint(last, trust=trust)
-        return int(ckpt.get("epoch", -1)) + 1
+        done = int(ckpt.get("epoch", -1)) + 1
     except (EdgepruneError, AttributeError, TypeError, ValueError) as error:
         print(f"edgeprune: warning: {last} cannot be resumed from ({getattr(error, 'problem', error)}); "
               "training this stage again from its start", file=sys.stderr)
         shutil.rmtree(last.parent)  # best.pt of that run is no more trustworthy than its last.pt
         return 0
+    saved = ckpt.get("train_args") or {}
+    differ = [k for k in SAME_RUN if k in saved and k in overrides and saved[k] != overrides[k]]
+    if done > 0 and differ:
+        run_dir = last.parent.parent
+        raise EdgepruneError(f"{run_dir} holds an unfinished run started with "
+                             f"{', '.join(f'{k}={saved[k]}' for k in differ)}; this one asks for "
+                             f"{', '.join(f'{k}={overrides[k]}' for k in differ)}",
+                             f"resume it with its own settings, or train in another work dir (or delete {run_dir})")
+    return done
 
 
 def _check_teacher(teacher: torch.nn.Module | None, model: torch.nn.Module, cfg: TrainConfig) -> None:
@@ -167,7 +180,7 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig, work_dir: 
         overrides["nms"] = False  # validate an end-to-end model on the NMS-free head it is deployed with
     weights = (work_dir / "ultralytics" / "weights").resolve()
     last = weights / "last.pt"
-    done = _finished_epochs(last, trust) if last.exists() else 0
+    done = _finished_epochs(last, trust, overrides) if last.exists() else 0
     if 0 < done < cfg.epochs:
         print(f"resuming interrupted training from {last} (epoch {done} of {cfg.epochs})")
         overrides["resume"] = str(last)
