@@ -4,8 +4,9 @@ A checkpoint is a pickle, and a pickle can call any function while it loads. The
 unpickler only rebuilds tensors, containers and the globals it was told are safe; here those are
 the `nn.Module` classes of torch, Ultralytics and edgeprune (what a detection checkpoint is made of),
 numpy's scalar/array rebuilders (Ultralytics' metrics) and Ultralytics' argument namespace (an unfinished
-run's last.pt keeps the training arguments on the model as one; without it no interrupted run resumes). Anything else is refused by name, and
-`trust=True` (the CLI's `--trust-checkpoint`) is the explicit opt-in to a full pickle load.
+run's last.pt keeps the training arguments on the model as one; without it no interrupted run resumes).
+Anything else is refused by name, and `trust=True` (the CLI's `--trust-checkpoint`) is the explicit opt-in
+to a full pickle load.
 """
 
 from __future__ import annotations
