@@ -72,21 +72,19 @@ def ranking(rows: list[dict], score) -> dict:
 
 def changed_choices(plans: dict[float, list[dict]], intercept: float, slope: float) -> list[str]:
     """The budgets at which the plan, ranking its own candidates by the corrected proxy, would choose otherwise."""
-    def label(c: dict) -> str:
-        return f"{c['imgsz']} px -{c['flops_reduction']:.0%}"
-
-    def corrected(c: dict) -> Candidate:
+    def candidate(c: dict, recovery: float) -> Candidate:
         return Candidate(c["imgsz"], c["pruned"], {}, c["predicted_ms"], flops_reduction=c["flops_reduction"],
-                         score=c["score"] + intercept + slope * c["flops_reduction"])
+                         score=c["score"] + recovery)
+
+    def label(c: Candidate) -> str:
+        return f"{c.imgsz} px -{c.flops_reduction:.0%}"
 
     changed = []
     for fraction, candidates in sorted(plans.items()):
-        before = choose([Candidate(c["imgsz"], c["pruned"], {}, c["predicted_ms"], score=c["score"],
-                                   flops_reduction=c["flops_reduction"]) for c in candidates])
-        after = choose([corrected(c) for c in candidates])
+        before = choose([candidate(c, 0.0) for c in candidates])
+        after = choose([candidate(c, intercept + slope * c["flops_reduction"]) for c in candidates])
         if (before.imgsz, before.flops_reduction) != (after.imgsz, after.flops_reduction):
-            changed.append(f"{fraction:g}: {before.imgsz} px -{before.flops_reduction:.0%} -> "
-                           f"{after.imgsz} px -{after.flops_reduction:.0%}")
+            changed.append(f"{fraction:g}: {label(before)} -> {label(after)}")
     return changed
 
 
