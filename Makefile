@@ -63,7 +63,7 @@ test-fast: setup
 BASELINE_YAML   = $(or $(MODEL),yolo11n.yaml)
 BASELINE_NAME   = $(basename $(notdir $(BASELINE_YAML)))
 BASELINE_EPOCHS_yolo11n := 60
-BASELINE_EPOCHS_yolo26n := 60
+BASELINE_EPOCHS_yolo26n := 200
 baseline: setup
 	$(BIN)/edgeprune baseline --model $(BASELINE_YAML) --data datasets/synth.yaml --imgsz 256 --seed 0 \
 		--epochs $(or $(EPOCHS),$(BASELINE_EPOCHS_$(BASELINE_NAME)),60) \
