@@ -52,6 +52,8 @@ RECIPES = (
     Recipe("l2", "l2 magnitude, lr 0.01 (the old default)"),
     Recipe("taylor", "taylor (loss gradients)", criterion="taylor"),
     Recipe("small-lr", "l2, fine-tuning lr 0.001", lr0=0.001),
+    Recipe("control-small-lr", "unpruned, fine-tuning lr 0.001", pruned=False, lr0=0.001),
+    Recipe("taylor-small-lr", "taylor, fine-tuning lr 0.001", criterion="taylor", lr0=0.001),
     Recipe("sparsity", "BN-scale L1 for 1/3 of the epochs, cut by BN scale, then fine-tune", criterion="bn",
            sparsity_epochs=-1),
     Recipe("control-2x", "unpruned, 2x epochs", pruned=False, epochs_factor=2),
@@ -83,11 +85,16 @@ def run_recipe(recipe: Recipe, checkpoint: Path, dataset, goal: float, epochs: i
     tuned = train(model, dataset, finetune_recipe(total - sparse, imgsz, lr0=recipe.lr0), folder / "finetune")
     save_model(tuned, folder / "model.pt")
     after = evaluate_model(tuned, dataset, imgsz, desc=f"{recipe.name} tuned")["map50_95"]
-    row = {"recipe": recipe.name, "what": recipe.what, "epochs": total, "sparsity_epochs": sparse,
+    row = {"recipe": recipe.name, "what": recipe.what, "epochs": total, "lr0": recipe.lr0, "sparsity_epochs": sparse,
            "flops_removed": round(flops_removed, 4), "map50_95_after_cut": None if before is None else round(before, 4),
            "map50_95": round(after, 4), "wall_s": round(time.time() - start, 1)}
     atomic_write_json(done, row)
     return row
+
+
+def _schedule(row: dict) -> tuple:
+    """A pruned row is compared with the control trained on the same schedule: epochs and fine-tuning lr."""
+    return row["epochs"], row.get("lr0", 0.01)
 
 
 def markdown(result: dict) -> str:
@@ -95,9 +102,9 @@ def markdown(result: dict) -> str:
              f"{result['imgsz']} px", "", f"`{result['command']}`", "",
              "| recipe | epochs | FLOPs removed | mAP50-95 after the cut | after training | vs control, same epochs |",
              "|---|---|---|---|---|---|"]
-    controls = {r["epochs"]: r["map50_95"] for r in result["rows"] if r["flops_removed"] == 0}
+    controls = {_schedule(r): r["map50_95"] for r in result["rows"] if r["flops_removed"] == 0}
     for r in result["rows"]:
-        control = controls.get(r["epochs"])
+        control = controls.get(_schedule(r))
         delta = "" if control is None or r["flops_removed"] == 0 else f"{(r['map50_95'] - control) * 100:+.1f} pts"
         cut = "" if r["map50_95_after_cut"] is None else f"{r['map50_95_after_cut']:.3f}"
         lines.append(f"| {r['what']} | {r['epochs']} | {r['flops_removed']:.0%} | {cut} | {r['map50_95']:.3f} | {delta} |")
