@@ -60,6 +60,7 @@ RECIPES = (
     Recipe("taylor-2x", "taylor, 2x epochs", criterion="taylor", epochs_factor=2),
     Recipe("taylor-heads", "taylor + half of every attention block's heads", criterion="taylor", heads=True),
 )
+BY_NAME = {r.name: r for r in RECIPES}
 SPARSITY_WEIGHT = 1e-4  # Network Slimming's lambda for a loss averaged per image
 
 
@@ -93,8 +94,9 @@ def run_recipe(recipe: Recipe, checkpoint: Path, dataset, goal: float, epochs: i
 
 
 def _schedule(row: dict) -> tuple:
-    """A pruned row is compared with the control trained on the same schedule: epochs and fine-tuning lr."""
-    return row["epochs"], row.get("lr0", 0.01)
+    """A pruned row is compared with the control trained on the same schedule: epochs and fine-tuning lr
+    (rows written before lr0 was recorded take it from their recipe)."""
+    return row["epochs"], row["lr0"] if "lr0" in row else BY_NAME[row["recipe"]].lr0
 
 
 def markdown(result: dict) -> str:
