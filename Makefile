@@ -62,7 +62,7 @@ test-fast: setup
 # make baseline [MODEL=yolo26n.yaml]: the shipped baselines, each from seed 0 with its own epoch count
 BASELINE_YAML   = $(or $(MODEL),yolo11n.yaml)
 BASELINE_NAME   = $(basename $(notdir $(BASELINE_YAML)))
-BASELINE_EPOCHS_yolo11n := 60
+BASELINE_EPOCHS_yolo11n := 200
 BASELINE_EPOCHS_yolo26n := 200
 baseline: setup
 	$(BIN)/edgeprune baseline --model $(BASELINE_YAML) --data datasets/synth.yaml --imgsz 256 --seed 0 \
