@@ -59,14 +59,13 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# make baseline [MODEL=yolo26n.yaml]: the shipped baselines, each from seed 0 with its own epoch count
+# make baseline [MODEL=yolo26n.yaml] [EPOCHS=N]: the shipped baselines, each from seed 0, equal epochs so they compare
 BASELINE_YAML   = $(or $(MODEL),yolo11n.yaml)
 BASELINE_NAME   = $(basename $(notdir $(BASELINE_YAML)))
-BASELINE_EPOCHS_yolo11n := 200
-BASELINE_EPOCHS_yolo26n := 200
+BASELINE_EPOCHS := 200
 baseline: setup
 	$(BIN)/edgeprune baseline --model $(BASELINE_YAML) --data datasets/synth.yaml --imgsz 256 --seed 0 \
-		--epochs $(or $(EPOCHS),$(BASELINE_EPOCHS_$(BASELINE_NAME)),60) \
+		--epochs $(or $(EPOCHS),$(BASELINE_EPOCHS)) \
 		--out baselines/$(BASELINE_NAME)-synth.pt --work-dir runs/baseline-$(BASELINE_NAME)
 
 bench: setup                       # export artefacts vs Ultralytics' own exports (needs a finished `make deploy`)
