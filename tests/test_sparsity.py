@@ -66,3 +66,15 @@ def test_recovery_rows_are_compared_with_the_control_of_their_own_schedule():
     text = recovery.markdown({"command": "x", "checkpoint": "c.pt", "goal": 0.5, "imgsz": 64, "rows": rows})
     assert "| taylor | 12 | 50% | 0.100 | 0.450 | -5.0 pts |" in text
     assert "| taylor-small-lr | 12 | 50% | 0.100 | 0.580 | -2.0 pts |" in text
+
+
+@pytest.mark.slow
+def test_a_distilled_recovery_row_is_taught_by_the_unpruned_checkpoint(tiny_data, tmp_path):
+    from benchmarks import recovery
+
+    checkpoint = save_model(build_from_yaml("yolo11n.yaml", 6), tmp_path / "base.pt")
+    recipe = recovery.BY_NAME["taylor-kd"]
+    row = recovery.run_recipe(recipe, checkpoint, load_dataset(tiny_data), 0.5, 1, IMGSZ, tmp_path / "work")
+    assert row["distill_weight"] == recipe.distill_weight > 0 and row["flops_removed"] > 0.4
+    header = (tmp_path / "work" / "taylor-kd" / "finetune" / "ultralytics" / "results.csv").read_text().splitlines()[0]
+    assert "kd_loss" in header, "the distillation term reaches the trainer's logged losses"
