@@ -10,8 +10,9 @@ in one recipe choice each, and the unpruned checkpoint given the same epochs is 
   - longer fine-tuning: the default recipe and the control at 2x the epochs (the accuracy-vs-epochs curve);
   - attention heads: taylor with half of every attention block's heads dropped too (the FLOPs search then
     cuts fewer channels for the same goal);
-  - distillation: taylor fine-tuned with the unpruned checkpoint as teacher (worth trying once the checkpoint is
-    clearly better than what the pruned model reaches from labels alone).
+  - distillation: taylor fine-tuned with the unpruned checkpoint as teacher, on the head outputs (edgeprune's) or
+    on the neck features (Ultralytics' `distill_model`); worth trying once the checkpoint is clearly better than
+    what the pruned model reaches from labels alone.
 mAP50-95: pycocotools on the bundled val split (PyTorch FP32). Rows are cached: an interrupted run resumes.
 
     python -m benchmarks.recovery --checkpoint baselines/yolo11n-synth.pt --out bench     # make bench-recovery
@@ -47,7 +48,8 @@ class Recipe:
     epochs_factor: int = 1  # x the base epochs (the longer-curve rows)
     pruned: bool = True
     heads: bool = False  # also drop half of every attention block's heads
-    distill_weight: float = 0.0  # > 0: the unpruned checkpoint teaches the fine-tuning at this weight (T 2)
+    distill_weight: float = 0.0  # > 0: the unpruned checkpoint teaches the head outputs at this weight (T 2)
+    distill_features: float = 0.0  # > 0: Ultralytics' feature distillation from it at this weight
 
 
 RECIPES = (
@@ -66,6 +68,10 @@ RECIPES = (
     Recipe("taylor-kd4", "taylor + distillation from the checkpoint (weight 4)", criterion="taylor", distill_weight=4.0),
     Recipe("taylor-kd-2x", "taylor + distillation (weight 1), 2x epochs", criterion="taylor", distill_weight=1.0,
            epochs_factor=2),
+    Recipe("taylor-fd", "taylor + Ultralytics' feature distillation (dis 6)", criterion="taylor",
+           distill_features=6.0),
+    Recipe("taylor-fd-2x", "taylor + feature distillation (dis 6), 2x epochs", criterion="taylor",
+           distill_features=6.0, epochs_factor=2),
 )
 BY_NAME = {r.name: r for r in RECIPES}
 SPARSITY_WEIGHT = 1e-4  # Network Slimming's lambda for a loss averaged per image
@@ -90,14 +96,15 @@ def run_recipe(recipe: Recipe, checkpoint: Path, dataset, goal: float, epochs: i
         model, result = prune(model, cfg, batches=batches)
         flops_removed = result.flops_reduction
         before = evaluate_model(model, dataset, imgsz, desc=f"{recipe.name} cut")["map50_95"]
-    teacher = load_model(checkpoint) if recipe.distill_weight else None
+    teacher = load_model(checkpoint) if recipe.distill_weight or recipe.distill_features else None
     tuned = train(model, dataset, finetune_recipe(total - sparse, imgsz, lr0=recipe.lr0,
-                                                  distill_weight=recipe.distill_weight),
+                                                  distill_weight=recipe.distill_weight,
+                                                  distill_features=recipe.distill_features),
                   folder / "finetune", teacher=teacher)
     save_model(tuned, folder / "model.pt")
     after = evaluate_model(tuned, dataset, imgsz, desc=f"{recipe.name} tuned")["map50_95"]
     row = {"recipe": recipe.name, "what": recipe.what, "epochs": total, "lr0": recipe.lr0, "sparsity_epochs": sparse,
-           "distill_weight": recipe.distill_weight,
+           "distill_weight": recipe.distill_weight, "distill_features": recipe.distill_features,
            "flops_removed": round(flops_removed, 4), "map50_95_after_cut": None if before is None else round(before, 4),
            "map50_95": round(after, 4), "wall_s": round(time.time() - start, 1)}
     atomic_write_json(done, row)

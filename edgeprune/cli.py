@@ -190,7 +190,8 @@ def _cmd_finetune(args) -> None:
         check_classes(teacher, dataset.names, args.teacher, args.data)
     cfg = finetune_recipe(args.epochs, args.imgsz, batch=args.batch, lr0=args.lr0, seed=args.seed,
                           distill_weight=args.distill_weight if teacher is not None else 0.0,
-                          distill_temperature=args.temperature)
+                          distill_temperature=args.temperature,
+                          distill_features=args.distill_features if teacher is not None else 0.0)
     out = Path(args.out)
     work_dir = Path(args.work_dir) if args.work_dir else out.parent / f"{out.stem}-train"
     before = api.evaluate(model, dataset, args.imgsz)["map50_95"]
@@ -398,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distill-weight", type=_at_least(0.0, float), default=1.0,
                    help="weight of the distillation term (with --teacher)")
     p.add_argument("--temperature", type=POSITIVE_FLOAT, default=2.0, help="distillation temperature (with --teacher)")
+    p.add_argument("--distill-features", type=_at_least(0.0, float), default=0.0,
+                   help="with --teacher: also Ultralytics' feature distillation (neck features) at this weight, e.g. 6")
     p.add_argument("--work-dir", default=None, help="Ultralytics run folder (default: OUT's folder/<stem>-train)")
     p.add_argument("--out", required=True)
     p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)

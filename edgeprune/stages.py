@@ -287,11 +287,12 @@ def prune_stage(run: Run) -> Stage:
 def finetune_stage(run: Run) -> Stage | None:
     """Fine-tuning that keeps the pruned architecture (optionally distilled from the baseline); None at 0 epochs."""
     target = run.target
-    cfg = finetune_recipe(target.recipe.finetune.epochs, run.imgsz, distill_weight=target.recipe.finetune.distill_weight,
-                          distill_temperature=target.recipe.finetune.distill_temperature)
+    tune = target.recipe.finetune
+    cfg = finetune_recipe(tune.epochs, run.imgsz, distill_weight=tune.distill_weight,
+                          distill_temperature=tune.distill_temperature, distill_features=tune.distill_features)
     if not run.finetunes:
         return None
-    distilling = cfg.distill_weight > 0  # the unpruned baseline teaches the pruned student
+    distilling = cfg.distill_weight > 0 or cfg.distill_features > 0  # the unpruned baseline teaches the student
 
     def work() -> dict:
         teacher = run.load(run.base_pt) if distilling else None

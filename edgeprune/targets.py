@@ -85,8 +85,9 @@ class Prune:
 @dataclass(frozen=True)
 class Finetune:
     epochs: int = 12
-    distill_weight: float = 0.0  # > 0: fine-tuning distils from the unpruned baseline with this weight
+    distill_weight: float = 0.0  # > 0: fine-tuning distils the head outputs of the unpruned baseline at this weight
     distill_temperature: float = 2.0
+    distill_features: float = 0.0  # > 0: also Ultralytics' feature distillation from the baseline at this weight
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,8 @@ def target_problems(t: Target) -> list[str]:
         problems.append(f"recipe.prune.flops_reduction {prune.flops_reduction} must be in [0, 0.95)")
     if prune.criterion not in CRITERIA:
         problems.append(f"recipe.prune.criterion {prune.criterion!r} is not one of {CRITERIA}")
+    if recipe.finetune.distill_features < 0:
+        problems.append(f"recipe.finetune.distill_features {recipe.finetune.distill_features} must be >= 0 (0: off)")
     if recipe.finetune.distill_weight < 0 or recipe.finetune.distill_temperature <= 0:
         problems.append(f"recipe.finetune.distill_weight {recipe.finetune.distill_weight} must be >= 0 (0 turns "
                         f"distillation off) and distill_temperature {recipe.finetune.distill_temperature} > 0")

@@ -54,8 +54,10 @@ def test_distillation_input_errors():
     teacher, student = _teacher_and_student()
     with pytest.raises(EdgepruneError, match="no teacher was given"):
         train(student, None, TrainConfig(distill_weight=1.0), None)
-    with pytest.raises(EdgepruneError, match="distill_weight is 0"):
+    with pytest.raises(EdgepruneError, match="distill_weight and distill_features are 0"):
         train(student, None, TrainConfig(), None, teacher=teacher)
+    with pytest.raises(EdgepruneError, match="no teacher was given"):
+        train(student, None, TrainConfig(distill_features=6.0), None)
     from ultralytics.nn.tasks import DetectionModel
 
     other = DetectionModel("yolo11n.yaml", nc=3, verbose=False)
@@ -134,3 +136,35 @@ def test_distillation_resumes_from_last_pt(tiny_data, tmp_path, monkeypatch, cap
     assert curve["segments"] == 2, "a restart from scratch would have deleted epoch 1's row and its clock"
     assert all(float(r["train/kd_loss"]) > 0 for r in rows)
     assert param_count(tuned) == param_count(student)
+
+
+@pytest.mark.slow
+def test_feature_distillation_resumes_and_leaves_a_plain_student(tiny_data, tmp_path, monkeypatch, capsys):
+    """Ultralytics' own distillation (its `distill_model`) on the pruned student: its loss is logged, an interrupted
+    run resumes from a last.pt that still wraps teacher and student (read without --trust-checkpoint), and the
+    finished weights are the pruned student alone."""
+    teacher, student = _teacher_and_student()
+    cfg = TrainConfig(epochs=2, imgsz=IMGSZ, batch=8, warmup_epochs=0.0, close_mosaic=0, distill_features=6.0)
+    original_save = _KeepArchitectureTrainer.save_model
+
+    def save_then_crash(self):
+        original_save(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_KeepArchitectureTrainer, "save_model", save_then_crash)
+    dataset = load_dataset(tiny_data)
+    with pytest.raises(KeyboardInterrupt):
+        train(deepcopy(student), dataset, cfg, tmp_path, teacher=teacher)
+    last = tmp_path / "ultralytics" / "weights" / "last.pt"
+    assert type(torch.load(last, map_location="cpu", weights_only=False)["ema"]).__name__ == "DistillationModel"
+    assert load_checkpoint(last)["epoch"] == 0, "the unfinished wrapper is read safely"
+    monkeypatch.setattr(_KeepArchitectureTrainer, "save_model", original_save)
+    tuned = train(deepcopy(student), dataset, cfg, tmp_path, teacher=teacher)
+    assert "resuming interrupted training" in capsys.readouterr().out
+    rows = _results(tmp_path)
+    assert [int(float(r["epoch"])) for r in rows] == [1, 2]
+    assert all(float(r["train/dis_loss"]) > 0 for r in rows), "the feature term is on in both segments"
+    assert "train/kd_loss" not in rows[0], "the head term stays off at distill_weight 0"
+    assert param_count(tuned) == param_count(student)
+    report = _loads_with_plain_ultralytics(tmp_path / "ultralytics" / "weights" / "best.pt")
+    assert report == {"edgeprune": False, "type": "DetectionModel", "params": param_count(student)}

@@ -43,8 +43,8 @@ def test_pruning_and_distillation_keys_are_validated(tmp_path):
     assert (t.recipe.prune.criterion, t.recipe.prune.global_ranking) == ("taylor", True)
     assert (t.recipe.finetune.distill_weight, t.recipe.finetune.distill_temperature) == (0.5, 2.0)
     bad = tmp_path / "bad.yaml"
-    bad.write_text(base + "  prune: {criterion: l3}\n  finetune: {distill_weight: -1}\n")
-    with pytest.raises(EdgepruneError, match="criterion 'l3'.*distill_weight -1"):
+    bad.write_text(base + "  prune: {criterion: l3}\n  finetune: {distill_weight: -1, distill_features: -6}\n")
+    with pytest.raises(EdgepruneError, match="criterion 'l3'.*distill_features -6.*distill_weight -1"):
         load_target(str(bad))
     assert load_target("rpi").recipe.finetune.distill_weight == 0.0, "distillation stays off by default"
 

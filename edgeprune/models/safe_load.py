@@ -60,10 +60,12 @@ def _numpy_globals() -> list:
 
 
 def _data_globals() -> list[type]:
-    """Attribute containers: loading one only sets its fields."""
+    """Attribute containers: loading one only sets its fields (an unfinished feature-distillation run's last.pt
+    keeps Ultralytics' feature hooks on the student's layers)."""
+    from ultralytics.nn.distill_model import FeatureHook
     from ultralytics.utils import IterableSimpleNamespace
 
-    return [IterableSimpleNamespace]
+    return [IterableSimpleNamespace, FeatureHook]
 
 
 def _is_allowed(name: str) -> bool:

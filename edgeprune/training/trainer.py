@@ -3,7 +3,8 @@
 `YOLO('pruned.pt').train()` rebuilds the full model from the yaml and silently undoes pruning.
 Handing the trainer a ready nn.Module makes it skip that rebuild; we then assert that the
 parameter count is unchanged so an architecture change can never pass unnoticed.
-With a teacher, the training model's loss criterion also distils from it (finetune.distill).
+With a teacher, the training model's loss criterion also distils from its head outputs (finetune.distill), and/or
+Ultralytics' own feature distillation (its `distill_model`: neck features through learned projectors) runs.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ultralytics.utils import torch_utils
 from edgeprune.data.dataset import Dataset
 from edgeprune.errors import EdgepruneError
 from edgeprune.training import distill, sparsity
-from edgeprune.models.checkpoint import load_model, model_nc, param_count
+from edgeprune.models.checkpoint import load_model, model_nc, param_count, save_model
 from edgeprune.models.safe_load import load_checkpoint
 from edgeprune.quantize import qat
 
@@ -43,6 +44,7 @@ class TrainConfig:
     device: str = ""  # "" lets Ultralytics pick: CUDA when present, several ids for DDP
     distill_weight: float = 0.0  # weight of the distillation term when train() gets a teacher (0: no teacher)
     distill_temperature: float = 2.0  # softens teacher and student outputs before they are compared
+    distill_features: float = 0.0  # > 0: Ultralytics' feature distillation from the teacher at this weight (its `dis`)
     qat: str = ""  # quantization-aware: "" off, "asymmetric" (TFLite ranges) or "symmetric" (TensorRT/QDQ ranges)
     sparsity: float = 0.0  # > 0: L1 penalty on BatchNorm scales with this weight (sparsity before a cut)
 
@@ -63,6 +65,18 @@ def finetune_recipe(epochs: int, imgsz: int, **changes) -> TrainConfig:
     return TrainConfig(epochs=epochs, imgsz=imgsz, **values)
 
 
+def _rewrap_distillation(saved: torch.nn.Module, args) -> torch.nn.Module:
+    """Ultralytics' DistillationModel again around the saved (pruned) student, its teacher re-read from
+    `args.distill_model` and its trained projectors restored, as Ultralytics' own resume does for a yaml model."""
+    from ultralytics.nn.distill_model import DistillationModel
+
+    student = saved.student_model
+    student.args = args
+    model = DistillationModel(student_model=student, teacher_model=args.distill_model)
+    model.projector.load_state_dict(saved.projector.state_dict())
+    return model
+
+
 class _KeepArchitectureTrainer(DetectionTrainer):
     """DetectionTrainer that trains the module it is given instead of building one from a yaml.
 
@@ -76,6 +90,8 @@ class _KeepArchitectureTrainer(DetectionTrainer):
             from ultralytics.nn.tasks import load_checkpoint
 
             self.model, ckpt = load_checkpoint(self.args.resume)
+            if hasattr(self.model, "student_model"):  # feature distillation: the teacher was left out of last.pt
+                self.model = _rewrap_distillation(self.model, self.args)
             return ckpt
         if not isinstance(self.model, torch.nn.Module):
             raise EdgepruneError("the trainer was started without a model module",
@@ -88,7 +104,8 @@ def _extras_callback(teacher: torch.nn.Module | None, cfg: "TrainConfig"):
     teacher or the fake-INT8 patches; runs in every DDP worker too (callbacks travel with the pickled state)."""
     def attach(trainer) -> None:
         live = torch_utils.unwrap_model(trainer.model)
-        if teacher is not None:
+        live = getattr(live, "student_model", live)  # under feature distillation only the student is patched
+        if teacher is not None and cfg.distill_weight > 0:
             distill.attach(live, teacher, cfg.distill_weight, cfg.distill_temperature)
         if cfg.qat:
             qat.attach(live, symmetric=cfg.qat == "symmetric")
@@ -139,11 +156,13 @@ def _finished_epochs(last: Path, trust: bool, overrides: dict) -> int:
 
 
 def _check_teacher(teacher: torch.nn.Module | None, model: torch.nn.Module, cfg: TrainConfig) -> None:
-    if teacher is None and cfg.distill_weight > 0:
-        raise EdgepruneError(f"distill_weight is {cfg.distill_weight} but no teacher was given",
-                             "pass the unpruned model as teacher (--teacher), or set distill_weight to 0")
-    if teacher is not None and cfg.distill_weight <= 0:
-        raise EdgepruneError("a teacher was given but distill_weight is 0", "set distill_weight > 0 (e.g. 1.0)")
+    weights = f"distill_weight {cfg.distill_weight}, distill_features {cfg.distill_features}"
+    if teacher is None and (cfg.distill_weight > 0 or cfg.distill_features > 0):
+        raise EdgepruneError(f"{weights} but no teacher was given",
+                             "pass the unpruned model as teacher (--teacher), or set both weights to 0")
+    if teacher is not None and cfg.distill_weight <= 0 and cfg.distill_features <= 0:
+        raise EdgepruneError("a teacher was given but distill_weight and distill_features are 0",
+                             "set distill_weight (head outputs, e.g. 1.0) or distill_features (e.g. 6.0) > 0")
     if teacher is not None and model_nc(teacher) != model_nc(model):
         raise EdgepruneError(f"the teacher predicts {model_nc(teacher)} classes, the student {model_nc(model)}",
                              "distil from the unpruned model the student was pruned from")
@@ -155,7 +174,7 @@ def make_trainer(model: torch.nn.Module, overrides: dict, cfg: TrainConfig,
     trainer = _KeepArchitectureTrainer(overrides=overrides)
     if "resume" not in overrides:
         trainer.model = model
-    if teacher is not None or cfg.qat or cfg.sparsity:
+    if (teacher is not None and cfg.distill_weight > 0) or cfg.qat or cfg.sparsity:
         trainer.add_callback("on_pretrain_routine_end", _extras_callback(teacher, cfg))
     return trainer
 
@@ -164,7 +183,8 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig, work_dir: 
           teacher: torch.nn.Module | None = None, trust: bool = False) -> torch.nn.Module:
     """Train `model` on `dataset`; returns the best (EMA) weights in float32 with the same architecture.
 
-    With a `teacher` (and cfg.distill_weight > 0) the loss adds distillation from the teacher's head outputs.
+    With a `teacher`, cfg.distill_weight > 0 adds distillation from the teacher's head outputs to the loss and
+    cfg.distill_features > 0 Ultralytics' feature distillation; the saved checkpoints hold the student only.
     `trust` lets the run's own checkpoints load as full pickles (only when the user trusted the input model).
     """
     _check_teacher(teacher, model, cfg)
@@ -178,6 +198,9 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig, work_dir: 
     overrides = cfg.overrides(data_yaml, work_dir / "ultralytics")
     if getattr(model.model[-1], "one2one_cv2", None) is not None:
         overrides["nms"] = False  # validate an end-to-end model on the NMS-free head it is deployed with
+    if cfg.distill_features > 0:  # Ultralytics reads its teacher from a file: the run's own copy of ours
+        overrides.update(distill_model=str(save_model(teacher, work_dir / "teacher.pt").resolve()),
+                         dis=cfg.distill_features)
     weights = (work_dir / "ultralytics" / "weights").resolve()
     last = weights / "last.pt"
     done = _finished_epochs(last, trust, overrides) if last.exists() else 0
