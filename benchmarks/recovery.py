@@ -8,6 +8,7 @@ in one recipe choice each, and the unpruned checkpoint given the same epochs is 
   - sparsity before the cut: K of the epochs train the unpruned model with an L1 penalty on BatchNorm scales
     (Network Slimming), then the cut (criterion bn), then the rest;
   - longer fine-tuning: the default recipe and the control at 2x the epochs (the accuracy-vs-epochs curve);
+  - ranking: taylor with one ratio per layer vs ranked across layers;
   - attention heads: taylor with half of every attention block's heads dropped too (the FLOPs search then
     cuts fewer channels for the same goal);
   - distillation: taylor fine-tuned with the unpruned checkpoint as teacher, on the head outputs (edgeprune's) or
@@ -48,6 +49,7 @@ class Recipe:
     epochs_factor: int = 1  # x the base epochs (the longer-curve rows)
     pruned: bool = True
     heads: bool = False  # also drop half of every attention block's heads
+    global_ranking: bool = False  # rank channels across layers (scores over each layer's mean) instead of one ratio
     distill_weight: float = 0.0  # > 0: the unpruned checkpoint teaches the head outputs at this weight (T 2)
     distill_features: float = 0.0  # > 0: Ultralytics' feature distillation from it at this weight
 
@@ -64,6 +66,8 @@ RECIPES = (
     Recipe("control-2x", "unpruned, 2x epochs", pruned=False, epochs_factor=2),
     Recipe("taylor-2x", "taylor, 2x epochs", criterion="taylor", epochs_factor=2),
     Recipe("taylor-heads", "taylor + half of every attention block's heads", criterion="taylor", heads=True),
+    Recipe("taylor-global", "taylor, ranked across layers (robust layers give up more)", criterion="taylor",
+           global_ranking=True),
     Recipe("taylor-kd", "taylor + distillation from the checkpoint (weight 1)", criterion="taylor", distill_weight=1.0),
     Recipe("taylor-kd4", "taylor + distillation from the checkpoint (weight 4)", criterion="taylor", distill_weight=4.0),
     Recipe("taylor-kd-2x", "taylor + distillation (weight 1), 2x epochs", criterion="taylor", distill_weight=1.0,
@@ -92,7 +96,7 @@ def run_recipe(recipe: Recipe, checkpoint: Path, dataset, goal: float, epochs: i
     if recipe.pruned:
         batches = loss_batches(dataset, imgsz) if recipe.criterion in DATA_CRITERIA else None
         cfg = PruneConfig(flops_reduction=goal, criterion=recipe.criterion, imgsz=imgsz, attention_heads=recipe.heads,
-                          overrides=halving(model) if recipe.heads else ())
+                          overrides=halving(model) if recipe.heads else (), global_ranking=recipe.global_ranking)
         model, result = prune(model, cfg, batches=batches)
         flops_removed = result.flops_reduction
         before = evaluate_model(model, dataset, imgsz, desc=f"{recipe.name} cut")["map50_95"]
