@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from copy import deepcopy
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,25 +110,30 @@ def test_one_epoch_distillation_run_from_the_cli(tiny_data, tmp_path, capsys):
         assert param_count(ckpt["model"]) == param_count(student), "no teacher weights inside"
 
 
-@pytest.mark.slow
-def test_distillation_resumes_from_last_pt(tiny_data, tmp_path, monkeypatch, capsys):
-    teacher, student = _teacher_and_student()
-    cfg = TrainConfig(epochs=2, imgsz=IMGSZ, batch=8, warmup_epochs=0.0, close_mosaic=0, distill_weight=1.0)
+def _train_interrupted_after_epoch_1(monkeypatch, student, dataset, cfg, work, teacher) -> Path:
+    """Train until epoch 1 is written, then stop as if Ctrl-C came; returns the unfinished last.pt."""
     original_save = _KeepArchitectureTrainer.save_model
 
     def save_then_crash(self):
         original_save(self)
-        raise KeyboardInterrupt  # as if Ctrl-C came right after epoch 1 was written
+        raise KeyboardInterrupt
 
     monkeypatch.setattr(_KeepArchitectureTrainer, "save_model", save_then_crash)
-    dataset = load_dataset(tiny_data)
     with pytest.raises(KeyboardInterrupt):
-        train(deepcopy(student), dataset, cfg, tmp_path, teacher=teacher)
-    last = tmp_path / "ultralytics" / "weights" / "last.pt"
+        train(deepcopy(student), dataset, cfg, work, teacher=teacher)
+    monkeypatch.setattr(_KeepArchitectureTrainer, "save_model", original_save)
+    return work / "ultralytics" / "weights" / "last.pt"
+
+
+@pytest.mark.slow
+def test_distillation_resumes_from_last_pt(tiny_data, tmp_path, monkeypatch, capsys):
+    teacher, student = _teacher_and_student()
+    cfg = TrainConfig(epochs=2, imgsz=IMGSZ, batch=8, warmup_epochs=0.0, close_mosaic=0, distill_weight=1.0)
+    dataset = load_dataset(tiny_data)
+    last = _train_interrupted_after_epoch_1(monkeypatch, student, dataset, cfg, tmp_path, teacher)
     assert type(torch.load(last, map_location="cpu", weights_only=False)["ema"]).__name__ == "DetectionModel"
     unfinished = load_checkpoint(last)  # without --trust-checkpoint
     assert (unfinished["epoch"], unfinished["train_args"]["epochs"]) == (0, 2), "what the resume check compares"
-    monkeypatch.setattr(_KeepArchitectureTrainer, "save_model", original_save)
     tuned = train(deepcopy(student), dataset, cfg, tmp_path, teacher=teacher)
     assert "resuming interrupted training" in capsys.readouterr().out
     rows = _results(tmp_path)
@@ -145,20 +151,10 @@ def test_feature_distillation_resumes_and_leaves_a_plain_student(tiny_data, tmp_
     finished weights are the pruned student alone."""
     teacher, student = _teacher_and_student()
     cfg = TrainConfig(epochs=2, imgsz=IMGSZ, batch=8, warmup_epochs=0.0, close_mosaic=0, distill_features=6.0)
-    original_save = _KeepArchitectureTrainer.save_model
-
-    def save_then_crash(self):
-        original_save(self)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(_KeepArchitectureTrainer, "save_model", save_then_crash)
     dataset = load_dataset(tiny_data)
-    with pytest.raises(KeyboardInterrupt):
-        train(deepcopy(student), dataset, cfg, tmp_path, teacher=teacher)
-    last = tmp_path / "ultralytics" / "weights" / "last.pt"
+    last = _train_interrupted_after_epoch_1(monkeypatch, student, dataset, cfg, tmp_path, teacher)
     assert type(torch.load(last, map_location="cpu", weights_only=False)["ema"]).__name__ == "DistillationModel"
     assert load_checkpoint(last)["epoch"] == 0, "the unfinished wrapper is read safely"
-    monkeypatch.setattr(_KeepArchitectureTrainer, "save_model", original_save)
     tuned = train(deepcopy(student), dataset, cfg, tmp_path, teacher=teacher)
     assert "resuming interrupted training" in capsys.readouterr().out
     rows = _results(tmp_path)
