@@ -90,7 +90,7 @@ bench-budget: setup               # budget search vs uniform FLOPs pruning vs a 
 	$(BIN)/python -m benchmarks.budget --out bench/budget $(if $(MODELS),--models $(MODELS)) \
 		$(if $(FRACTIONS),--budget-fractions $(FRACTIONS)) $(if $(EPOCHS),--epochs $(EPOCHS))
 
-bench-recovery: setup             # what closes the pruned-vs-unpruned gap at equal epochs (criterion, lr, sparsity, epochs)
+bench-recovery: setup             # what closes the pruned-vs-unpruned gap at equal epochs (criterion, ranking, lr, sparsity, epochs, distillation)
 	$(BIN)/python -m benchmarks.recovery --out bench $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) \
 		$(if $(RECIPES),--recipes $(RECIPES))
 

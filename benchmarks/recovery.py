@@ -65,6 +65,8 @@ RECIPES = (
            sparsity_epochs=-1),
     Recipe("control-2x", "unpruned, 2x epochs", pruned=False, epochs_factor=2),
     Recipe("taylor-2x", "taylor, 2x epochs", criterion="taylor", epochs_factor=2),
+    Recipe("control-3x", "unpruned, 3x epochs", pruned=False, epochs_factor=3),
+    Recipe("taylor-3x", "taylor, 3x epochs", criterion="taylor", epochs_factor=3),
     Recipe("taylor-heads", "taylor + half of every attention block's heads", criterion="taylor", heads=True),
     Recipe("taylor-global", "taylor, ranked across layers (robust layers give up more)", criterion="taylor",
            global_ranking=True),
