@@ -8,7 +8,7 @@ in one recipe choice each, and the unpruned checkpoint given the same epochs is 
   - sparsity before the cut: K of the epochs train the unpruned model with an L1 penalty on BatchNorm scales
     (Network Slimming), then the cut (criterion bn), then the rest;
   - longer fine-tuning: the default recipe and the control at 2x the epochs (the accuracy-vs-epochs curve);
-  - ranking: taylor with one ratio per layer vs ranked across layers;
+  - allocation: taylor with one ratio per layer vs ranked across layers vs the budget's knapsack priced in MACs;
   - attention heads: taylor with half of every attention block's heads dropped too (the FLOPs search then
     cuts fewer channels for the same goal);
   - distillation: taylor fine-tuned with the unpruned checkpoint as teacher, on the head outputs (edgeprune's) or
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import edgeprune.env  # noqa: F401  (offline Ultralytics before models are built)
+from edgeprune.budget.flops import prune_flops_knapsack
 from edgeprune.data.batches import loss_batches
 from edgeprune.data.build import ensure_dataset
 from edgeprune.evaluation.detection import evaluate_model
@@ -50,6 +51,7 @@ class Recipe:
     pruned: bool = True
     heads: bool = False  # also drop half of every attention block's heads
     global_ranking: bool = False  # rank channels across layers (scores over each layer's mean) instead of one ratio
+    knapsack: bool = False  # widths from the budget's knapsack priced in MACs (importance lost per MAC saved)
     distill_weight: float = 0.0  # > 0: the unpruned checkpoint teaches the head outputs at this weight (T 2)
     distill_features: float = 0.0  # > 0: Ultralytics' feature distillation from it at this weight
 
@@ -70,6 +72,8 @@ RECIPES = (
     Recipe("taylor-heads", "taylor + half of every attention block's heads", criterion="taylor", heads=True),
     Recipe("taylor-global", "taylor, ranked across layers (robust layers give up more)", criterion="taylor",
            global_ranking=True),
+    Recipe("taylor-knapsack", "taylor, widths by the knapsack: least importance per MAC saved", criterion="taylor",
+           knapsack=True),
     Recipe("taylor-kd", "taylor + distillation from the checkpoint (weight 1)", criterion="taylor", distill_weight=1.0),
     Recipe("taylor-kd4", "taylor + distillation from the checkpoint (weight 4)", criterion="taylor", distill_weight=4.0),
     Recipe("taylor-kd-2x", "taylor + distillation (weight 1), 2x epochs", criterion="taylor", distill_weight=1.0,
@@ -99,7 +103,7 @@ def run_recipe(recipe: Recipe, checkpoint: Path, dataset, goal: float, epochs: i
         batches = loss_batches(dataset, imgsz) if recipe.criterion in DATA_CRITERIA else None
         cfg = PruneConfig(flops_reduction=goal, criterion=recipe.criterion, imgsz=imgsz, attention_heads=recipe.heads,
                           overrides=halving(model) if recipe.heads else (), global_ranking=recipe.global_ranking)
-        model, result = prune(model, cfg, batches=batches)
+        model, result = (prune_flops_knapsack if recipe.knapsack else prune)(model, cfg, batches=batches)
         flops_removed = result.flops_reduction
         before = evaluate_model(model, dataset, imgsz, desc=f"{recipe.name} cut")["map50_95"]
     teacher = load_model(checkpoint) if recipe.distill_weight or recipe.distill_features else None

@@ -361,3 +361,26 @@ def test_a_table_measured_here_earlier_is_anchored_to_a_timing_now(tiny_model, m
     untimed = budget_plan.predictors_for(tiny_model, load_target("rpi"), Sizes((IMGSZ,), "test"),
                                          SimpleNamespace(key={"precision": "int8"}), None, [])
     assert predict_module(tiny_model, IMGSZ, untimed["int8"]) == 10.0, "a device's own table is left as measured"
+
+
+@pytest.mark.parametrize("family", ("yolo11n.yaml", "yolo26n.yaml"))
+def test_a_flops_goal_met_by_the_knapsack_cuts_unevenly_where_macs_are_cheap_to_save(family):
+    """The knapsack priced in MACs reaches the FLOPs goal like the uniform cut does, with other widths: the
+    convs at stride 2-8, where one channel costs the most MACs, lose a larger share than under one ratio."""
+    from edgeprune.budget.flops import prune_flops_knapsack
+    from edgeprune.pruning.structured import prune
+
+    model = build_from_yaml(family, 6)
+    cfg = PruneConfig(flops_reduction=0.5, imgsz=IMGSZ, criterion="l2")
+    knap, knap_result = prune_flops_knapsack(model, cfg)
+    _, uniform_result = prune(model, cfg)
+    assert abs(knap_result.flops_reduction - 0.5) <= cfg.tolerance
+    assert knap_result.layers != uniform_result.layers
+
+    def high_res_kept(result) -> float:
+        early = [v for name, v in result.layers.items() if name.split(".")[1] in {"0", "1", "2", "3", "4"}]
+        return sum(after for _, after in early) / sum(before for before, _ in early)
+
+    assert high_res_kept(knap_result) < high_res_kept(uniform_result)
+    with torch.no_grad():
+        assert knap(torch.zeros(1, 3, IMGSZ, IMGSZ)) is not None
