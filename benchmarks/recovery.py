@@ -74,6 +74,8 @@ RECIPES = (
            global_ranking=True),
     Recipe("taylor-knapsack", "taylor, widths by the knapsack: least importance per MAC saved", criterion="taylor",
            knapsack=True),
+    Recipe("taylor-knapsack-2x", "taylor, knapsack widths, 2x epochs", criterion="taylor", knapsack=True,
+           epochs_factor=2),
     Recipe("taylor-kd", "taylor + distillation from the checkpoint (weight 1)", criterion="taylor", distill_weight=1.0),
     Recipe("taylor-kd4", "taylor + distillation from the checkpoint (weight 4)", criterion="taylor", distill_weight=4.0),
     Recipe("taylor-kd-2x", "taylor + distillation (weight 1), 2x epochs", criterion="taylor", distill_weight=1.0,

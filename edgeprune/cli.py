@@ -158,7 +158,8 @@ def _cmd_prune(args) -> None:
 
     overrides = tuple((k, float(v)) for k, v in (item.split("=") for item in args.override))
     cfg = PruneConfig(flops_reduction=args.flops, criterion=args.criterion, round_to=args.round_to, imgsz=args.imgsz,
-                      overrides=overrides, global_ranking=args.global_ranking, attention_heads=args.heads)
+                      overrides=overrides, global_ranking=args.global_ranking, attention_heads=args.heads,
+                      allocation=args.allocation)
     dataset = api.load_dataset(args.data, check_images=False) if args.data else None  # taylor scores with it
     model = _input_model(args.model, args, dataset.nc if dataset else None)
     if dataset is not None:
@@ -377,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rank channels across all layers (importance normalised per layer) instead of one ratio each")
     p.add_argument("--heads", action="store_true",
                    help="also drop whole attention heads (C2PSA/PSA); the pruned .pt then needs edgeprune to load")
+    p.add_argument("--allocation", default="uniform", choices=("uniform", "knapsack"),
+                   help="uniform: one ratio per layer; knapsack: the channels with the least importance per MAC saved "
+                        "go first (use with --criterion taylor, whose scores compare across layers)")
     p.add_argument("--data", default=None, help="dataset yaml whose train images score channels (taylor)")
     p.add_argument("--loss-images", type=POSITIVE, default=64, help="train images used for taylor gradients")
     p.add_argument("--round-to", type=POSITIVE, default=8)

@@ -77,6 +77,7 @@ class Prune:
     flops_reduction: float = 0.5  # the flops goal's fraction of FLOPs removed
     criterion: str = "l2"  # l1 | l2 | bn | taylor (detection-loss gradients on train images) | random
     global_ranking: bool = False  # rank channels across layers instead of one ratio per layer
+    allocation: str = "knapsack"  # flops goal: knapsack (least importance per MAC saved) | uniform (one ratio each)
     attention_heads: bool = False  # also drop whole attention heads (pruned .pt then needs edgeprune to load)
     steps: int = 1  # > 1: reach the FLOPs goal in this many cuts, fine-tuning finetune.epochs // steps between
     proxy_epochs: int = 1  # budget search: each candidate is fine-tuned this long before the proxy ranks it (0: none)
@@ -132,7 +133,7 @@ class Target:
 
 
 def target_problems(t: Target) -> list[str]:
-    from edgeprune.pruning.structured import CRITERIA  # here, so `import edgeprune.targets` stays light
+    from edgeprune.pruning.structured import ALLOCATIONS, CRITERIA  # here, so `import edgeprune.targets` stays light
 
     recipe, prune, quantize = t.recipe, t.recipe.prune, t.recipe.quantize
     problems = _format_problems(t.device.format, t.device.runtime)
@@ -173,6 +174,8 @@ def target_problems(t: Target) -> list[str]:
         problems.append(f"recipe.prune.flops_reduction {prune.flops_reduction} must be in [0, 0.95)")
     if prune.criterion not in CRITERIA:
         problems.append(f"recipe.prune.criterion {prune.criterion!r} is not one of {CRITERIA}")
+    if prune.allocation not in ALLOCATIONS:
+        problems.append(f"recipe.prune.allocation {prune.allocation!r} is not one of {ALLOCATIONS}")
     if recipe.finetune.distill_features < 0:
         problems.append(f"recipe.finetune.distill_features {recipe.finetune.distill_features} must be >= 0 (0: off)")
     if recipe.finetune.distill_weight < 0 or recipe.finetune.distill_temperature <= 0:

@@ -367,12 +367,11 @@ def test_a_table_measured_here_earlier_is_anchored_to_a_timing_now(tiny_model, m
 def test_a_flops_goal_met_by_the_knapsack_cuts_unevenly_where_macs_are_cheap_to_save(family):
     """The knapsack priced in MACs reaches the FLOPs goal like the uniform cut does, with other widths: the
     convs at stride 2-8, where one channel costs the most MACs, lose a larger share than under one ratio."""
-    from edgeprune.budget.flops import prune_flops_knapsack
     from edgeprune.pruning.structured import prune
 
     model = build_from_yaml(family, 6)
     cfg = PruneConfig(flops_reduction=0.5, imgsz=IMGSZ, criterion="l2")
-    knap, knap_result = prune_flops_knapsack(model, cfg)
+    knap, knap_result = prune(model, dataclasses.replace(cfg, allocation="knapsack"))
     _, uniform_result = prune(model, cfg)
     assert abs(knap_result.flops_reduction - 0.5) <= cfg.tolerance
     assert knap_result.layers != uniform_result.layers
@@ -384,3 +383,12 @@ def test_a_flops_goal_met_by_the_knapsack_cuts_unevenly_where_macs_are_cheap_to_
     assert high_res_kept(knap_result) < high_res_kept(uniform_result)
     with torch.no_grad():
         assert knap(torch.zeros(1, 3, IMGSZ, IMGSZ)) is not None
+
+
+def test_the_knapsack_flops_goal_refuses_what_it_would_ignore(tiny_model):
+    from edgeprune.pruning.structured import prune
+
+    for extra in ({"global_ranking": True}, {"overrides": (("model.2.", 0.2),)}, {"allocation": "greedy"}):
+        cfg = PruneConfig(flops_reduction=0.5, imgsz=IMGSZ, **{"allocation": "knapsack", **extra})
+        with pytest.raises(EdgepruneError, match="knapsack|allocation 'greedy'"):
+            prune(tiny_model, cfg)

@@ -47,6 +47,10 @@ def test_pruning_and_distillation_keys_are_validated(tmp_path):
     with pytest.raises(EdgepruneError, match="criterion 'l3'.*distill_features -6.*distill_weight -1"):
         load_target(str(bad))
     assert load_target("rpi").recipe.finetune.distill_weight == 0.0, "distillation stays off by default"
+    assert load_target("rpi").recipe.prune.allocation == "knapsack"
+    bad.write_text(base + "  prune: {allocation: greedy}\n")
+    with pytest.raises(EdgepruneError, match="allocation 'greedy'"):
+        load_target(str(bad))
 
 
 def test_profile_layers_are_separate_and_overrides_reach_them():

@@ -14,6 +14,7 @@ from torch import nn
 
 from edgeprune.budget.costs import Predictor, conv_census
 from edgeprune.budget.knapsack import allocate
+from edgeprune.errors import EdgepruneError
 from edgeprune.evaluation.model_stats import count_macs
 from edgeprune.latency.features import STRIDES
 from edgeprune.pruning.structured import (DATA_CRITERIA, PruneConfig, PruneResult, prune_to_widths,
@@ -32,6 +33,9 @@ GMACS = Predictor("GMACs of the deployed convs", "p50", False, _gmacs, lambda m,
 def prune_flops_knapsack(model: nn.Module, cfg: PruneConfig,
                          batches: Iterable[dict] | None = None) -> tuple[nn.Module, PruneResult]:
     """Remove `cfg.flops_reduction` of the FLOPs, within `cfg.tolerance`, by the knapsack's widths."""
+    if cfg.global_ranking or cfg.overrides:
+        raise EdgepruneError("the knapsack chooses every layer's width itself, so it takes no global ranking and no "
+                             "per-layer ratios", "drop --global / --override, or use the uniform allocation")
     batches = list(batches) if batches is not None else None
     found = survey(model, cfg, batches)
     census = conv_census(split_block_copy(model), cfg.imgsz)

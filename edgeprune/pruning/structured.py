@@ -41,6 +41,7 @@ from edgeprune.pruning.taylor import accumulate_loss_gradients, clear_gradients
 
 CRITERIA = ("l1", "l2", "bn", "taylor", "random")
 DATA_CRITERIA = ("taylor",)  # criteria that score with loss gradients, so need labelled batches
+ALLOCATIONS = ("uniform", "knapsack")  # how a FLOPs goal spreads over layers: one ratio each | budget.flops
 SPLIT_LIKE = {tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.UNBIND, getattr(tp.ops.OPTYPE, "SLICE", "slice")}
 ATTENTION_CLASSES = ("Attention", "AAttn")
 
@@ -57,12 +58,14 @@ class PruneConfig:
     max_trials: int = 24  # distinct prunings the FLOPs search may measure
     global_ranking: bool = False  # rank channels across all groups instead of cutting each group by one ratio
     attention_heads: bool = False  # also drop whole attention heads (the checkpoint then needs edgeprune to load)
+    allocation: str = "uniform"  # FLOPs goal: one ratio per layer (searched) | knapsack: least importance per MAC
 
     @classmethod
     def from_recipe(cls, prune, round_to: int, imgsz: int) -> "PruneConfig":
         """What a profile's `recipe.prune` section asks for, at the device's round_to and one input size."""
         return cls(flops_reduction=prune.flops_reduction, criterion=prune.criterion, round_to=round_to, imgsz=imgsz,
-                   global_ranking=prune.global_ranking, attention_heads=prune.attention_heads)
+                   global_ranking=prune.global_ranking, attention_heads=prune.attention_heads,
+                   allocation=prune.allocation)
 
 
 @dataclass
@@ -412,7 +415,14 @@ def prune(model: nn.Module, cfg: PruneConfig,
     """Return a pruned copy of `model` whose MACs are about (1 - flops_reduction) of the original.
 
     `batches` (Ultralytics-style dicts: img, batch_idx, cls, bboxes) are needed by data criteria (taylor).
+    `cfg.allocation` "knapsack" hands the goal to budget.flops, which chooses every group's width itself.
     """
+    if cfg.allocation == "knapsack" and cfg.flops_reduction > 0:
+        from edgeprune.budget.flops import prune_flops_knapsack  # that package builds on this module
+
+        return prune_flops_knapsack(model, cfg, batches)
+    if cfg.allocation not in ALLOCATIONS:
+        raise EdgepruneError(f"unknown allocation {cfg.allocation!r}", f"use one of {', '.join(ALLOCATIONS)}")
     model, macs0, params0, widths0, survey = _prepare(model, cfg, batches)
     if cfg.flops_reduction == 0:
         return _result(_Trial(model, survey, _plan(survey, 0.0, cfg), cfg), 0.0, macs0, params0, widths0, cfg)
