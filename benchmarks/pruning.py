@@ -75,9 +75,11 @@ def _heads_dropped(result) -> int:
 
 
 def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2, nc: int = 80,
-        rounds: int = 8, repeats: int = 1, runtime: str = "onnxruntime", heads: bool = False) -> dict:
+        rounds: int = 8, repeats: int = 1, runtime: str = "onnxruntime", heads: bool = False,
+        allocations=("uniform",)) -> dict:
     """Per family: prune to every goal first, then time the unpruned and pruned models in turns. `heads`: each goal
-    is also pruned with half of every attention block's heads dropped, timed in the same turns."""
+    is also pruned with half of every attention block's heads dropped, timed in the same turns; each goal is cut
+    once per entry of `allocations` (PruneConfig.allocation), also timed in the same turns."""
     from edgeprune.models.checkpoint import build_from_yaml
 
     rows = []
@@ -86,21 +88,22 @@ def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2
             torch.manual_seed(0)
             model = build_from_yaml(spec, nc).eval()  # YOLO26: the NMS-free head it deploys
             macs0, params0 = count_macs(model, imgsz)
-            family = [{"model": spec, "flops_goal": 0.0, "heads_dropped": 0, "params": params0,
+            family = [{"model": spec, "flops_goal": 0.0, "heads_dropped": 0, "allocation": "", "params": params0,
                        "gflops": round(2 * macs0 / 1e9, 3), "flops_ratio": 1.0, "locked": 0}]
-            paths = {(0.0, False): _artefact(model, imgsz, Path(tmp), runtime)}
-            for goal, halve in [(g, h) for g in reductions for h in ((False, True) if heads else (False,))]:
+            paths = {0: _artefact(model, imgsz, Path(tmp), runtime)}
+            for goal, halve, how in [(g, h, a) for g in reductions for h in ((False, True) if heads else (False,))
+                                     for a in allocations]:
                 start = time.time()
-                pruned, result = prune(model, _config(model, imgsz, halve, flops_reduction=goal))
+                pruned, result = prune(model, _config(model, imgsz, halve, flops_reduction=goal, allocation=how))
                 family.append({"model": spec, "flops_goal": goal, "heads_dropped": _heads_dropped(result),
-                               "params": result.params_after,
+                               "allocation": how, "params": result.params_after,
                                "gflops": round(2 * result.macs_after / 1e9, 3),
                                "flops_ratio": round(result.macs_after / macs0, 3), "locked": len(result.locked),
                                "prune_s": round(time.time() - start, 1)})
-                paths[(goal, halve)] = _artefact(pruned, imgsz, Path(tmp), runtime)
+                paths[len(family) - 1] = _artefact(pruned, imgsz, Path(tmp), runtime)
             latency = time_in_turns(paths, imgsz, threads, rounds, repeats)
-            for row in family:
-                row.update(latency[(row["flops_goal"], row["heads_dropped"] > 0)])
+            for i, row in enumerate(family):
+                row.update(latency[i])
                 print(row, flush=True)
             rows += family
     return {"imgsz": imgsz, "threads": threads, "nc": nc, "rounds": rounds, "repeats": repeats, "runtime": runtime,
@@ -181,11 +184,12 @@ def markdown(result: dict) -> str:
     runtime = {"litert": "LiteRT full-INT8 .tflite"}.get(result.get("runtime"), "ONNX Runtime FP32")
     title = f"# Pruning benchmark — {result['imgsz']} px, {runtime} on the CPU, {result['threads']} threads, batch 1"
     lines = [title, "",
-             "| model | FLOPs goal | heads dropped | params (M) | GFLOPs | FLOPs ratio | p50 ms | latency ratio | "
-             "ratio range |", "|---|---|---|---|---|---|---|---|---|"]
+             "| model | FLOPs goal | allocation | heads dropped | params (M) | GFLOPs | FLOPs ratio | p50 ms | "
+             "latency ratio | ratio range |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         low, high = r.get("latency_ratio_range", [r["latency_ratio"]] * 2)
-        lines.append(f"| {r['model']} | {r['flops_goal']:.0%} | {r.get('heads_dropped', 0)} | {r['params'] / 1e6:.2f} | "
+        lines.append(f"| {r['model']} | {r['flops_goal']:.0%} | {r.get('allocation') or 'uniform'} | "
+                     f"{r.get('heads_dropped', 0)} | {r['params'] / 1e6:.2f} | "
                      f"{r['gflops']:.2f} | "
                      f"{r['flops_ratio']:.2f} | {r['p50_ms']:.1f} | {r['latency_ratio']:.3f} | "
                      f"{low:.3f}–{high:.3f} |")
@@ -229,6 +233,9 @@ def main(argv=None) -> int:
                         "profiles' default, scored on train images)")
     parser.add_argument("--heads", action="store_true", help="pruned goals also drop half the heads of every "
                         "attention block (latency: as extra rows beside the channel-only ones; --accuracy: instead)")
+    parser.add_argument("--allocations", nargs="*", default=["uniform"], choices=("uniform", "knapsack"),
+                        help="how each FLOPs goal spreads over layers; several: each is cut and timed in the same "
+                        "turns")
     parser.add_argument("--skip-latency", action="store_true", help="only the --accuracy part")
     parser.add_argument("--accuracy-from", nargs="*", default=[], metavar="JSON",
                         help="add the accuracy rows of earlier runs (their prune.json), e.g. other checkpoints")
@@ -238,7 +245,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     result = ({"imgsz": args.imgsz, "threads": args.threads, "rows": [], "tools": tool_versions()} if args.skip_latency
               else run(args.models, tuple(args.goals), args.imgsz, args.threads, repeats=args.repeats,
-                       runtime=args.runtime, heads=args.heads))
+                       runtime=args.runtime, heads=args.heads, allocations=tuple(args.allocations)))
     if args.accuracy:
         result["accuracy"] = accuracy(Path(args.accuracy), args.data, tuple(args.goals), args.epochs,
                                       args.accuracy_imgsz, (out / "prune-accuracy").resolve(),

@@ -50,7 +50,7 @@ def test_bench_prune_rows_and_report(tmp_path):
                            "map50_95_after_finetune": 0.47, "delta_vs_unpruned_same_epochs": -0.007}]
     (tmp_path / "earlier.json").write_text(json.dumps(result))
     text = bench_prune.markdown(result)
-    assert "| yolo11n.yaml | 50% |" in text and "2 repeat(s)" in text
+    assert "| yolo11n.yaml | 50% | uniform |" in text and "2 repeat(s)" in text
     assert "| yolo11n-synth.pt | 50% | 51% | 12 | — | 0.100 | 0.450 | -2.7 pts |" in text
     assert "| yolo11n-synth.pt | 50% | 51% | 12 | distil 1 | 0.100 | 0.470 | -0.7 pts |" in text
     assert bench_prune.main(["--skip-latency", "--accuracy-from", str(tmp_path / "earlier.json"),
@@ -66,7 +66,7 @@ def test_bench_prune_heads_rows_drop_half_of_every_attention_blocks_heads():
     assert channels_only["heads_dropped"] == 0, "timed beside the channel-only pruning at the same goal"
     assert halved["heads_dropped"] == 2 and 0.4 <= halved["flops_ratio"] <= 0.6, "one head of each of two blocks"
     text = bench_prune.markdown(result)
-    assert "| yolo26n.yaml | 50% | 0 |" in text and "| yolo26n.yaml | 50% | 2 |" in text
+    assert "| yolo26n.yaml | 50% | uniform | 0 |" in text and "| yolo26n.yaml | 50% | uniform | 2 |" in text
 
 
 @pytest.mark.slow
@@ -88,3 +88,13 @@ def test_accuracy_rows_with_and_without_distillation(tiny_data, tiny_model, tmp_
     epochs = {name: len((tmp_path / "work" / name / "ultralytics" / "results.csv").read_text().splitlines()) - 1
               for name in ("goal0", "goal50-steps2", "goal50-steps2/step1")}
     assert epochs == {"goal0": 2, "goal50-steps2": 1, "goal50-steps2/step1": 1}, "same total epochs as the control"
+
+
+def test_bench_prune_times_each_allocation_of_a_goal_in_the_same_turns():
+    result = bench_prune.run(models=("yolo11n.yaml",), reductions=(0.5,), imgsz=64, nc=6, rounds=1,
+                             allocations=("uniform", "knapsack"))
+    base, uniform, knapsack = result["rows"]
+    assert (uniform["allocation"], knapsack["allocation"]) == ("uniform", "knapsack")
+    assert all(0.45 <= r["flops_ratio"] <= 0.55 for r in (uniform, knapsack)) and uniform["params"] != knapsack["params"]
+    assert base["latency_ratio"] == 1.0 and knapsack["latency_ratio"] > 0
+    assert "| yolo11n.yaml | 50% | knapsack | 0 |" in bench_prune.markdown(result)
