@@ -28,6 +28,7 @@ from edgeprune.formats.onnx.export import export_fp32
 from edgeprune.manifest import scratch_dir, tool_versions
 from edgeprune.pruning.heads import halving
 from edgeprune.pruning.iterative import iterative_prune
+from edgeprune.budget.flops import prune_to_flops
 from edgeprune.pruning.structured import PruneConfig, count_macs, prune
 
 from benchmarks.report import publish
@@ -94,7 +95,8 @@ def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2
             for goal, halve, how in [(g, h, a) for g in reductions for h in ((False, True) if heads else (False,))
                                      for a in allocations]:
                 start = time.time()
-                pruned, result = prune(model, _config(model, imgsz, halve, flops_reduction=goal, allocation=how))
+                pruned, result = prune_to_flops(model, _config(model, imgsz, halve, flops_reduction=goal,
+                                                                allocation=how))
                 family.append({"model": spec, "flops_goal": goal, "heads_dropped": _heads_dropped(result),
                                "allocation": how, "params": result.params_after,
                                "gflops": round(2 * result.macs_after / 1e9, 3),

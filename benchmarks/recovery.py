@@ -22,6 +22,7 @@ mAP50-95: pycocotools on the bundled val split (PyTorch FP32). Rows are cached: 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -29,14 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import edgeprune.env  # noqa: F401  (offline Ultralytics before models are built)
-from edgeprune.budget.flops import prune_flops_knapsack
+from edgeprune.budget.flops import prune_to_flops
 from edgeprune.data.batches import loss_batches
 from edgeprune.data.build import ensure_dataset
 from edgeprune.evaluation.detection import evaluate_model
 from edgeprune.manifest import atomic_write_json, atomic_write_text
 from edgeprune.models.checkpoint import load_model, save_model
 from edgeprune.pruning.heads import halving
-from edgeprune.pruning.structured import DATA_CRITERIA, PruneConfig, prune
+from edgeprune.pruning.structured import DATA_CRITERIA, PruneConfig
 from edgeprune.training.trainer import finetune_recipe, train
 
 
@@ -105,7 +106,8 @@ def run_recipe(recipe: Recipe, checkpoint: Path, dataset, goal: float, epochs: i
         batches = loss_batches(dataset, imgsz) if recipe.criterion in DATA_CRITERIA else None
         cfg = PruneConfig(flops_reduction=goal, criterion=recipe.criterion, imgsz=imgsz, attention_heads=recipe.heads,
                           overrides=halving(model) if recipe.heads else (), global_ranking=recipe.global_ranking)
-        model, result = (prune_flops_knapsack if recipe.knapsack else prune)(model, cfg, batches=batches)
+        model, result = prune_to_flops(model, dataclasses.replace(cfg, allocation="knapsack" if recipe.knapsack
+                                                                  else "uniform"), batches=batches)
         flops_removed = result.flops_reduction
         before = evaluate_model(model, dataset, imgsz, desc=f"{recipe.name} cut")["map50_95"]
     teacher = load_model(checkpoint) if recipe.distill_weight or recipe.distill_features else None

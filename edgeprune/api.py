@@ -64,12 +64,12 @@ def prune(model: torch.nn.Module, config=None, data: Dataset | None = None, imag
     """
     from edgeprune.data.batches import loss_batches
     from edgeprune.pruning.structured import DATA_CRITERIA, PruneConfig
-    from edgeprune.pruning.structured import prune as prune_model
+    from edgeprune.budget.flops import prune_to_flops
 
     config = config or PruneConfig()
     batches = loss_batches(data, config.imgsz, images) if data is not None and config.criterion in DATA_CRITERIA \
         else None  # without data, a data criterion refuses with its own one-line error
-    return prune_model(model, config, batches=batches)
+    return prune_to_flops(model, config, batches=batches)
 
 
 def finetune(model: torch.nn.Module, data: Dataset, epochs: int = 12, imgsz: int = 256,

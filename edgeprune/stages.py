@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from edgeprune import formats
+from edgeprune.budget.flops import prune_to_flops
 from edgeprune.budget.plan import plan_budget
 from edgeprune.budget.proxy import name as proxy_name
 from edgeprune.budget.proxy import proxy_map
@@ -37,7 +38,7 @@ from edgeprune.latency.roofline import activation_elements, estimate_latency_ms
 from edgeprune.manifest import atomic_write_json, scratch_dir, sha256_file
 from edgeprune.models.checkpoint import build_from_yaml, check_classes, is_model_yaml, load_model, save_model
 from edgeprune.pruning.iterative import iterative_prune
-from edgeprune.pruning.structured import DATA_CRITERIA, PruneConfig, prune, prune_to_widths
+from edgeprune.pruning.structured import DATA_CRITERIA, PruneConfig, prune_to_widths
 from edgeprune.quantize.calibration import calibration_set
 from edgeprune.quantize.guard import export_with_guard, move_into
 from edgeprune.targets import Target
@@ -269,9 +270,9 @@ def prune_stage(run: Run) -> Stage:
             pruned, result, steps_log = iterative_prune(
                 run.load(run.base_pt), cfg, steps,
                 lambda model, step: train(model, run.dataset, between, run.run_dir / "prune" / f"step{step}",
-                                          trust=run.trust), batches)
+                                          trust=run.trust), batches, cut=prune_to_flops)
         else:
-            pruned, result = prune(run.load(run.base_pt), cfg, batches=batches())
+            pruned, result = prune_to_flops(run.load(run.base_pt), cfg, batches=batches())
         save_model(pruned, run.pruned_pt, meta={"pruning": result.summary()})
         atomic_write_json(run.record, {"summary": result.summary(), "kept_channels": result.replay_record(),
                                        "torch_pruning_history": result.history})

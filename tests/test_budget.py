@@ -367,12 +367,12 @@ def test_a_table_measured_here_earlier_is_anchored_to_a_timing_now(tiny_model, m
 def test_a_flops_goal_met_by_the_knapsack_cuts_unevenly_where_macs_are_cheap_to_save(family):
     """The knapsack priced in MACs reaches the FLOPs goal like the uniform cut does, with other widths: the
     convs at stride 2-8, where one channel costs the most MACs, lose a larger share than under one ratio."""
-    from edgeprune.pruning.structured import prune
+    from edgeprune.budget.flops import prune_to_flops
 
     model = build_from_yaml(family, 6)
     cfg = PruneConfig(flops_reduction=0.5, imgsz=IMGSZ, criterion="l2")
-    knap, knap_result = prune(model, dataclasses.replace(cfg, allocation="knapsack"))
-    _, uniform_result = prune(model, cfg)
+    knap, knap_result = prune_to_flops(model, dataclasses.replace(cfg, allocation="knapsack"))
+    _, uniform_result = prune_to_flops(model, cfg)
     assert abs(knap_result.flops_reduction - 0.5) <= cfg.tolerance
     assert knap_result.layers != uniform_result.layers
 
@@ -386,9 +386,12 @@ def test_a_flops_goal_met_by_the_knapsack_cuts_unevenly_where_macs_are_cheap_to_
 
 
 def test_the_knapsack_flops_goal_refuses_what_it_would_ignore(tiny_model):
+    from edgeprune.budget.flops import prune_to_flops
     from edgeprune.pruning.structured import prune
 
     for extra in ({"global_ranking": True}, {"overrides": (("model.2.", 0.2),)}, {"allocation": "greedy"}):
         cfg = PruneConfig(flops_reduction=0.5, imgsz=IMGSZ, **{"allocation": "knapsack", **extra})
         with pytest.raises(EdgepruneError, match="knapsack|allocation 'greedy'"):
-            prune(tiny_model, cfg)
+            prune_to_flops(tiny_model, cfg)
+    with pytest.raises(EdgepruneError, match="prune_to_flops"):
+        prune(tiny_model, PruneConfig(flops_reduction=0.5, imgsz=IMGSZ, allocation="knapsack"))

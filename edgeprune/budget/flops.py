@@ -8,6 +8,7 @@ criterion (taylor) importance is on one scale across groups; other criteria are 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 from torch import nn
@@ -17,8 +18,8 @@ from edgeprune.budget.knapsack import allocate
 from edgeprune.errors import EdgepruneError
 from edgeprune.evaluation.model_stats import count_macs
 from edgeprune.latency.features import STRIDES
-from edgeprune.pruning.structured import (DATA_CRITERIA, PruneConfig, PruneResult, prune_to_widths,
-                                          split_block_copy, survey)
+from edgeprune.pruning.structured import (ALLOCATIONS, DATA_CRITERIA, PruneConfig, PruneResult, prune,
+                                          prune_to_widths, split_block_copy, survey)
 
 CORRECTIONS = 6  # the census counts convs only: re-aim until the real pruned model meets the goal
 
@@ -53,3 +54,17 @@ def prune_flops_knapsack(model: nn.Module, cfg: PruneConfig,
             break
         aim *= (1 - cfg.flops_reduction) / max(1e-6, 1 - result.flops_reduction)
     return best[0], best[1]
+
+
+ALLOCATE = {"uniform": prune, "knapsack": prune_flops_knapsack}
+assert set(ALLOCATE) == set(ALLOCATIONS)
+
+
+def prune_to_flops(model: nn.Module, cfg: PruneConfig,
+                   batches: Iterable[dict] | None = None) -> tuple[nn.Module, PruneResult]:
+    """A FLOPs goal by `cfg.allocation`: one ratio per layer (pruning.structured.prune) or the knapsack's widths."""
+    if cfg.allocation not in ALLOCATE:
+        raise EdgepruneError(f"unknown allocation {cfg.allocation!r}", f"use one of {', '.join(ALLOCATE)}")
+    if cfg.flops_reduction == 0:
+        return prune(model, dataclasses.replace(cfg, allocation="uniform"), batches)
+    return ALLOCATE[cfg.allocation](model, cfg, batches)

@@ -30,9 +30,11 @@ def compose_kept(first: dict[str, list[int]], then: dict[str, list[int]]) -> dic
 
 def iterative_prune(model: nn.Module, cfg: PruneConfig, steps: int,
                     fine_tune: Callable[[nn.Module, int], nn.Module],
-                    batches: Callable[[], Iterable[dict] | None] = lambda: None) -> tuple[nn.Module, PruneResult, list]:
+                    batches: Callable[[], Iterable[dict] | None] = lambda: None,
+                    cut: Callable = prune) -> tuple[nn.Module, PruneResult, list]:
     """Prune `model` to cfg.flops_reduction in `steps` cuts, calling fine_tune(model, step) between cuts
-    (not after the last: the caller's fine-tuning stage does that). Returns (model, result, per-step log)."""
+    (not after the last: the caller's fine-tuning stage does that). Returns (model, result, per-step log).
+    `cut(model, cfg, batches)` makes each cut (budget.flops.prune_to_flops for a knapsack allocation)."""
     if steps < 1:
         raise EdgepruneError(f"prune steps must be >= 1, got {steps}", "use 1 for one-shot pruning")
     macs0, params0 = count_macs(model, cfg.imgsz)
@@ -42,7 +44,7 @@ def iterative_prune(model: nn.Module, cfg: PruneConfig, steps: int,
         keep_of_original = (1 - cfg.flops_reduction) ** (step / steps)
         macs_now = count_macs(current, cfg.imgsz)[0]
         step_goal = max(0.0, 1 - keep_of_original * macs0 / macs_now)
-        current, result = prune(current, replace(cfg, flops_reduction=step_goal), batches=batches())
+        current, result = cut(current, replace(cfg, flops_reduction=step_goal), batches())
         kept = compose_kept(kept, result.kept)
         heads = attention_heads.compose(heads, result.heads)
         log.append({"step": step, "step_flops_reduction": round(result.flops_reduction, 4),

@@ -415,14 +415,11 @@ def prune(model: nn.Module, cfg: PruneConfig,
     """Return a pruned copy of `model` whose MACs are about (1 - flops_reduction) of the original.
 
     `batches` (Ultralytics-style dicts: img, batch_idx, cls, bboxes) are needed by data criteria (taylor).
-    `cfg.allocation` "knapsack" hands the goal to budget.flops, which chooses every group's width itself.
+    This is the uniform allocation; edgeprune.budget.flops.prune_to_flops picks by `cfg.allocation`.
     """
-    if cfg.allocation == "knapsack" and cfg.flops_reduction > 0:
-        from edgeprune.budget.flops import prune_flops_knapsack  # that package builds on this module
-
-        return prune_flops_knapsack(model, cfg, batches)
-    if cfg.allocation not in ALLOCATIONS:
-        raise EdgepruneError(f"unknown allocation {cfg.allocation!r}", f"use one of {', '.join(ALLOCATIONS)}")
+    if cfg.allocation != "uniform":
+        raise EdgepruneError(f"prune() cuts one ratio per layer, but the config asks for allocation {cfg.allocation!r}",
+                             "call edgeprune.budget.flops.prune_to_flops, which picks by allocation")
     model, macs0, params0, widths0, survey = _prepare(model, cfg, batches)
     if cfg.flops_reduction == 0:
         return _result(_Trial(model, survey, _plan(survey, 0.0, cfg), cfg), 0.0, macs0, params0, widths0, cfg)
