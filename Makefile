@@ -101,7 +101,7 @@ bench-recovery: setup             # what closes the pruned-vs-unpruned gap at eq
 bench-prune: setup
 	$(BIN)/python -m benchmarks.pruning --out bench $(if $(ACCURACY),--accuracy $(ACCURACY)) \
 		$(if $(DISTILL),--distill-weight $(DISTILL)) $(if $(STEPS),--steps $(STEPS)) \
-		$(if $(CRITERION),--criterion $(CRITERION))
+		$(if $(CRITERION),--criterion $(CRITERION)) $(if $(ALLOCATIONS),--allocations $(ALLOCATIONS))
 
 bench-targets: setup              # one checkpoint through every target's artefact, each run for its mAP
 	$(BIN)/python -m benchmarks.targets --out bench/targets $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
