@@ -29,7 +29,7 @@ from edgeprune.manifest import scratch_dir, tool_versions
 from edgeprune.pruning.heads import halving
 from edgeprune.pruning.iterative import iterative_prune
 from edgeprune.budget.flops import prune_to_flops
-from edgeprune.pruning.structured import PruneConfig, count_macs, prune
+from edgeprune.pruning.structured import ALLOCATIONS, PruneConfig, count_macs, prune
 
 from benchmarks.report import publish
 
@@ -235,7 +235,7 @@ def main(argv=None) -> int:
                         "profiles' default, scored on train images)")
     parser.add_argument("--heads", action="store_true", help="pruned goals also drop half the heads of every "
                         "attention block (latency: as extra rows beside the channel-only ones; --accuracy: instead)")
-    parser.add_argument("--allocations", nargs="*", default=["uniform"], choices=("uniform", "knapsack"),
+    parser.add_argument("--allocations", nargs="*", default=["uniform"], choices=ALLOCATIONS,
                         help="how each FLOPs goal spreads over layers; several: each is cut and timed in the same "
                         "turns")
     parser.add_argument("--skip-latency", action="store_true", help="only the --accuracy part")

@@ -22,7 +22,6 @@ mAP50-95: pycocotools on the bundled val split (PyTorch FP32). Rows are cached: 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -52,7 +51,7 @@ class Recipe:
     pruned: bool = True
     heads: bool = False  # also drop half of every attention block's heads
     global_ranking: bool = False  # rank channels across layers (scores over each layer's mean) instead of one ratio
-    knapsack: bool = False  # widths from the budget's knapsack priced in MACs (importance lost per MAC saved)
+    allocation: str = "uniform"  # knapsack: widths from the budget's knapsack priced in MACs (PruneConfig.allocation)
     distill_weight: float = 0.0  # > 0: the unpruned checkpoint teaches the head outputs at this weight (T 2)
     distill_features: float = 0.0  # > 0: Ultralytics' feature distillation from it at this weight
 
@@ -74,8 +73,8 @@ RECIPES = (
     Recipe("taylor-global", "taylor, ranked across layers (robust layers give up more)", criterion="taylor",
            global_ranking=True),
     Recipe("taylor-knapsack", "taylor, widths by the knapsack: least importance per MAC saved", criterion="taylor",
-           knapsack=True),
-    Recipe("taylor-knapsack-2x", "taylor, knapsack widths, 2x epochs", criterion="taylor", knapsack=True,
+           allocation="knapsack"),
+    Recipe("taylor-knapsack-2x", "taylor, knapsack widths, 2x epochs", criterion="taylor", allocation="knapsack",
            epochs_factor=2),
     Recipe("taylor-kd", "taylor + distillation from the checkpoint (weight 1)", criterion="taylor", distill_weight=1.0),
     Recipe("taylor-kd4", "taylor + distillation from the checkpoint (weight 4)", criterion="taylor", distill_weight=4.0),
@@ -105,16 +104,14 @@ def run_recipe(recipe: Recipe, checkpoint: Path, dataset, goal: float, epochs: i
     if recipe.pruned:
         batches = loss_batches(dataset, imgsz) if recipe.criterion in DATA_CRITERIA else None
         cfg = PruneConfig(flops_reduction=goal, criterion=recipe.criterion, imgsz=imgsz, attention_heads=recipe.heads,
-                          overrides=halving(model) if recipe.heads else (), global_ranking=recipe.global_ranking)
-        model, result = prune_to_flops(model, dataclasses.replace(cfg, allocation="knapsack" if recipe.knapsack
-                                                                  else "uniform"), batches=batches)
+                          overrides=halving(model) if recipe.heads else (), global_ranking=recipe.global_ranking,
+                          allocation=recipe.allocation)
+        model, result = prune_to_flops(model, cfg, batches=batches)
         flops_removed = result.flops_reduction
         before = evaluate_model(model, dataset, imgsz, desc=f"{recipe.name} cut")["map50_95"]
-    teacher = load_model(checkpoint) if recipe.distill_weight or recipe.distill_features else None
-    tuned = train(model, dataset, finetune_recipe(total - sparse, imgsz, lr0=recipe.lr0,
-                                                  distill_weight=recipe.distill_weight,
-                                                  distill_features=recipe.distill_features),
-                  folder / "finetune", teacher=teacher)
+    cfg = finetune_recipe(total - sparse, imgsz, lr0=recipe.lr0, distill_weight=recipe.distill_weight,
+                          distill_features=recipe.distill_features)
+    tuned = train(model, dataset, cfg, folder / "finetune", teacher=load_model(checkpoint) if cfg.distills else None)
     save_model(tuned, folder / "model.pt")
     after = evaluate_model(tuned, dataset, imgsz, desc=f"{recipe.name} tuned")["map50_95"]
     row = {"recipe": recipe.name, "what": recipe.what, "epochs": total, "lr0": recipe.lr0, "sparsity_epochs": sparse,

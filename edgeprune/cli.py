@@ -51,6 +51,7 @@ def _image_size(text: str) -> int:
 
 POSITIVE, NON_NEGATIVE, POSITIVE_FLOAT = _at_least(1), _at_least(0), _at_least(1e-12, float)
 PRUNE_CRITERIA = ("l1", "l2", "bn", "taylor", "random")  # = prune.structured.CRITERIA (kept literal: a light --help)
+PRUNE_ALLOCATIONS = ("uniform", "knapsack")  # = prune.structured.ALLOCATIONS, likewise
 
 
 def _input_model(spec: str, args, nc: int | None):
@@ -378,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rank channels across all layers (importance normalised per layer) instead of one ratio each")
     p.add_argument("--heads", action="store_true",
                    help="also drop whole attention heads (C2PSA/PSA); the pruned .pt then needs edgeprune to load")
-    p.add_argument("--allocation", default="uniform", choices=("uniform", "knapsack"),
+    p.add_argument("--allocation", default="uniform", choices=PRUNE_ALLOCATIONS,
                    help="uniform: one ratio per layer; knapsack: the channels with the least importance per MAC saved "
                         "go first (use with --criterion taylor, whose scores compare across layers)")
     p.add_argument("--data", default=None, help="dataset yaml whose train images score channels (taylor)")

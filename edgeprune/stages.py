@@ -293,7 +293,7 @@ def finetune_stage(run: Run) -> Stage | None:
                           distill_temperature=tune.distill_temperature, distill_features=tune.distill_features)
     if not run.finetunes:
         return None
-    distilling = cfg.distill_weight > 0 or cfg.distill_features > 0  # the unpruned baseline teaches the student
+    distilling = cfg.distills  # the unpruned baseline teaches the pruned student
 
     def work() -> dict:
         teacher = run.load(run.base_pt) if distilling else None

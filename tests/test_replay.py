@@ -9,7 +9,7 @@ from edgeprune import cli
 from edgeprune.errors import EdgepruneError
 from edgeprune.models.checkpoint import load_model, save_model
 from edgeprune.pruning.replay import decode_runs, encode_runs, replay
-from edgeprune.pruning.structured import CRITERIA, PruneConfig, prune_at_ratio
+from edgeprune.pruning.structured import ALLOCATIONS, CRITERIA, PruneConfig, prune_at_ratio
 
 IMGSZ = 64
 
@@ -57,7 +57,7 @@ def test_replay_refuses_another_architecture():
 
 
 def test_cli_prune_taylor_global_writes_a_replayable_record(tiny_data, tmp_path, capsys):
-    assert cli.PRUNE_CRITERIA == CRITERIA
+    assert cli.PRUNE_CRITERIA == CRITERIA and cli.PRUNE_ALLOCATIONS == ALLOCATIONS
     original = save_model(_model("yolo11n.yaml"), tmp_path / "base.pt")
     out = tmp_path / "pruned.pt"
     args = ["prune", "--model", str(original), "--flops", "0.5", "--criterion", "taylor", "--imgsz", str(IMGSZ),

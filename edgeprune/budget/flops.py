@@ -40,7 +40,7 @@ def prune_flops_knapsack(model: nn.Module, cfg: PruneConfig,
     batches = list(batches) if batches is not None else None
     found = survey(model, cfg, batches)
     census = conv_census(split_block_copy(model), cfg.imgsz)
-    full = _gmacs(census.features(*census.widths(found.channels, dict(found.channels), found.effects)))
+    full = _gmacs(census.features(*census.widths(found.channels, {}, found.effects)))
     aim = full * (1 - cfg.flops_reduction)
     best = None
     for _ in range(CORRECTIONS + 1):

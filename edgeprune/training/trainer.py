@@ -48,6 +48,11 @@ class TrainConfig:
     qat: str = ""  # quantization-aware: "" off, "asymmetric" (TFLite ranges) or "symmetric" (TensorRT/QDQ ranges)
     sparsity: float = 0.0  # > 0: L1 penalty on BatchNorm scales with this weight (sparsity before a cut)
 
+    @property
+    def distills(self) -> bool:
+        """Either kind of distillation is on, so training needs the teacher."""
+        return self.distill_weight > 0 or self.distill_features > 0
+
     def overrides(self, data_yaml: Path, project: Path) -> dict:
         values = {k: v for k, v in asdict(self).items()  # edgeprune's own settings are not Ultralytics arguments
                   if not k.startswith("distill_") and k not in ("qat", "sparsity")}
@@ -157,10 +162,10 @@ def _finished_epochs(last: Path, trust: bool, overrides: dict) -> int:
 
 def _check_teacher(teacher: torch.nn.Module | None, model: torch.nn.Module, cfg: TrainConfig) -> None:
     weights = f"distill_weight {cfg.distill_weight}, distill_features {cfg.distill_features}"
-    if teacher is None and (cfg.distill_weight > 0 or cfg.distill_features > 0):
+    if teacher is None and cfg.distills:
         raise EdgepruneError(f"{weights} but no teacher was given",
                              "pass the unpruned model as teacher (--teacher), or set both weights to 0")
-    if teacher is not None and cfg.distill_weight <= 0 and cfg.distill_features <= 0:
+    if teacher is not None and not cfg.distills:
         raise EdgepruneError("a teacher was given but distill_weight and distill_features are 0",
                              "set distill_weight (head outputs, e.g. 1.0) or distill_features (e.g. 6.0) > 0")
     if teacher is not None and model_nc(teacher) != model_nc(model):
