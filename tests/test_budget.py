@@ -395,3 +395,35 @@ def test_the_knapsack_flops_goal_refuses_what_it_would_ignore(tiny_model):
             prune_to_flops(tiny_model, cfg)
     with pytest.raises(EdgepruneError, match="prune_to_flops"):
         prune(tiny_model, PruneConfig(flops_reduction=0.5, imgsz=IMGSZ, allocation="knapsack"))
+
+
+def test_a_survey_passed_back_cuts_like_a_fresh_one_and_only_under_its_own_config(tiny_model):
+    """The knapsack's corrections reuse one survey: the cut must equal the one that scores the model again."""
+    cfg = PruneConfig(imgsz=IMGSZ)
+    found = survey(tiny_model, cfg)
+    keep = _random_keep(found, np.random.default_rng(3))
+    reused, reused_result = prune_to_widths(tiny_model, keep, cfg, surveyed=found)
+    fresh, fresh_result = prune_to_widths(tiny_model, keep, cfg)
+    assert reused_result.kept == fresh_result.kept and reused_result.macs_after == fresh_result.macs_after
+    x = torch.rand(1, 3, IMGSZ, IMGSZ)
+    with torch.no_grad():
+        assert torch.equal(reused.eval()(x)[0], fresh.eval()(x)[0])
+    with pytest.raises(EdgepruneError, match="another prune config"):
+        prune_to_widths(tiny_model, keep, dataclasses.replace(cfg, imgsz=2 * IMGSZ), surveyed=found)
+
+
+@pytest.mark.parametrize("family", ("yolo11n.yaml", "yolo26n.yaml"))
+def test_an_additive_price_re_prices_only_the_touched_items_and_allocates_the_same(family):
+    """MACs add up over convs, so re-pricing only the items that share a conv with the stepped one must give
+    exactly the widths that re-pricing every item gives."""
+    from edgeprune.budget.flops import GMACS
+
+    model = build_from_yaml(family, 6)
+    cfg = PruneConfig(imgsz=IMGSZ)
+    found = survey(model, cfg)
+    census = conv_census(split_block_copy(model), IMGSZ)
+    aim = 0.5 * GMACS(census.features(*census.widths(found.channels, {}, found.effects)))
+    local = allocate(found, census, GMACS, aim, cfg.round_to)
+    every = allocate(found, census, dataclasses.replace(GMACS, additive=False), aim, cfg.round_to)
+    assert GMACS.additive and local.fits and local.keep != found.channels
+    assert (local.keep, local.steps, local.predicted_ms) == (every.keep, every.steps, every.predicted_ms)

@@ -91,13 +91,14 @@ class Predictor:
     measured: bool
     fn: Callable[[dict], float]  # from counted features (the knapsack's fast path)
     module_fn: Callable[[nn.Module, int], float]  # of a real module: the number the report and the export show
+    additive: bool = False  # fn is a sum over the features: a step's saving depends only on the convs it touches
 
     def __call__(self, features: dict) -> float:
         return self.fn(features)
 
     def scaled(self, factor: float, source: str) -> "Predictor":
         return Predictor(source, self.percentile, self.measured, lambda f: factor * self.fn(f),
-                         lambda m, s: factor * self.module_fn(m, s))
+                         lambda m, s: factor * self.module_fn(m, s), self.additive)
 
 
 def percentile_key(model: LatencyModel, percentile: int) -> str:
@@ -113,7 +114,7 @@ def predictor_for(target: Target, model: LatencyModel | None) -> Predictor:
         key = percentile_key(model, target.budget.percentile)
         coef = dict(zip(model.feature_names, model.coefficients[key]))
         return Predictor(model.source, key, True, lambda f: sum(c * f[n] for n, c in coef.items()),
-                         lambda m, s: predict(m, s, target, model)[f"{key}_ms"])
+                         lambda m, s: predict(m, s, target, model)[f"{key}_ms"], additive=True)
 
     def roofline(features: dict) -> float:
         gmacs = sum(features[f"gmacs_s{s}"] for s in STRIDES)

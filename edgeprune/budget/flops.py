@@ -28,7 +28,8 @@ def _gmacs(features: dict) -> float:
     return sum(features[f"gmacs_s{s}"] for s in STRIDES)
 
 
-GMACS = Predictor("GMACs of the deployed convs", "p50", False, _gmacs, lambda m, s: count_macs(m, s)[0] / 1e9)
+GMACS = Predictor("GMACs of the deployed convs", "p50", False, _gmacs, lambda m, s: count_macs(m, s)[0] / 1e9,
+                  additive=True)
 
 
 def prune_flops_knapsack(model: nn.Module, cfg: PruneConfig,
@@ -37,7 +38,6 @@ def prune_flops_knapsack(model: nn.Module, cfg: PruneConfig,
     if cfg.global_ranking or cfg.overrides:
         raise EdgepruneError("the knapsack chooses every layer's width itself, so it takes no global ranking and no "
                              "per-layer ratios", "drop --global / --override, or use the uniform allocation")
-    batches = list(batches) if batches is not None else None
     found = survey(model, cfg, batches)
     census = conv_census(split_block_copy(model), cfg.imgsz)
     full = _gmacs(census.features(*census.widths(found.channels, {}, found.effects)))
@@ -46,7 +46,7 @@ def prune_flops_knapsack(model: nn.Module, cfg: PruneConfig,
     for _ in range(CORRECTIONS + 1):
         allocation = allocate(found, census, GMACS, aim, cfg.round_to, cfg.min_channels,
                               comparable=cfg.criterion in DATA_CRITERIA)
-        module, result = prune_to_widths(model, allocation.keep, cfg, batches)
+        module, result = prune_to_widths(model, allocation.keep, cfg, surveyed=found)
         miss = cfg.flops_reduction - result.flops_reduction
         if best is None or abs(miss) < abs(best[2]):
             best = (module, result, miss)

@@ -5,7 +5,8 @@ widths on the `round_to` grid, from all its channels down to a floor. Stepping a
 costs the importance of the channels it drops (the survey's per-group normalised scores, lowest first)
 and saves the predicted latency of the convs those channels feed and come from, priced exactly on the
 conv census at the current widths of every other group. Greedy by importance lost per millisecond
-saved, re-pricing only the items that share a conv with the one just stepped, until the prediction fits
+saved, re-pricing only the items that share a conv with the one just stepped (all of them when the
+prediction is not a sum, as a roofline's max() is not), until the prediction fits
 (HALP's latency-aware knapsack idea, written here from its description: the budget is met by
 construction, not checked afterwards). Locked convs never move; a group keeps at least
 `1 - max_group_ratio` of its channels (the range the latency probe measured) and `min_channels`.
@@ -141,7 +142,7 @@ def allocate(survey, census: Census, predict: Predictor, budget_ms: float, round
         lost += value
         current = predict(state.features)
         steps += 1
-        stale = (prices.keys() if not predict.measured  # a roofline's max() moves every item's saving
+        stale = (prices.keys() if not predict.additive  # a roofline's max() moves every item's saving
                  else {i for m in item for conv, *_ in survey.effects[m] for i in touched_by[conv]})
         for i in stale:
             prices[i] = price(by_id[i])

@@ -137,8 +137,7 @@ def fit_size(model: nn.Module, imgsz: int, budget_ms: float, predict: Predictor,
     timer, measured) within `budget_ms`; None when nothing at this size fits. `batches(imgsz)`: labelled
     batches for data criteria (taylor)."""
     cfg = _at(cfg, imgsz)
-    data = (lambda: batches(imgsz)) if batches else (lambda: None)
-    found = survey(model, cfg, data())
+    found = survey(model, cfg, batches(imgsz) if batches else None)
     census = conv_census(split_block_copy(model), imgsz)
     aim = budget_ms
     for attempt in range(CORRECTIONS + 1):
@@ -147,7 +146,7 @@ def fit_size(model: nn.Module, imgsz: int, budget_ms: float, predict: Predictor,
         if not allocation.fits:
             return None
         pruned_any = allocation.keep != found.channels
-        module, result = prune_to_widths(model, allocation.keep if pruned_any else {}, cfg, data())
+        module, result = prune_to_widths(model, allocation.keep if pruned_any else {}, cfg, surveyed=found)
         predicted = predict_module(module, imgsz, predict)
         measured = timer(module, imgsz) if timer else None
         worst = max(predicted, measured or 0.0)

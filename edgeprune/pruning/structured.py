@@ -191,6 +191,7 @@ class _Survey:
     raw: dict[str, torch.Tensor] = field(default_factory=dict)  # the criterion's own scale (comparable across
     # groups only for loss-based criteria: taylor estimates the loss change of removing each channel)
     heads: set[str] = field(default_factory=set)  # groups that are attention blocks: their units are whole heads
+    base: "_Base | None" = None  # what it was measured on, so later cuts can reuse it (prune_to_widths(surveyed=))
 
     def rounding(self, name: str, round_to: int, min_channels: int) -> tuple[int, int]:
         """(step, floor) of a group's widths: channels round to round_to; heads go one at a time, at least one."""
@@ -356,31 +357,44 @@ def _check_kept(pruned: nn.Module, widths0: dict[str, int], kept: dict[str, list
 
 
 class _Trial:
-    def __init__(self, model: nn.Module, survey: _Survey, keep: dict[str, int], cfg: PruneConfig):
-        self.model = deepcopy(model)
+    def __init__(self, survey: _Survey, keep: dict[str, int], cfg: PruneConfig):
+        self.model = deepcopy(survey.base.model)
         self.history, self.kept, self.heads = _prune_to_plan(self.model, survey, keep, cfg)
         self.locked = survey.locked
         self.macs, self.params = count_macs(self.model, cfg.imgsz)
 
 
-def _prepare(model: nn.Module, cfg: PruneConfig, batches: Iterable[dict] | None):
+@dataclass(frozen=True)
+class _Base:
+    """The float copy a survey was measured on, its size before any cut, and the config it was taken with."""
+    model: nn.Module
+    macs: int
+    params: int
+    widths: dict[str, int]
+    cfg: PruneConfig
+
+
+def _prepare(model: nn.Module, cfg: PruneConfig, batches: Iterable[dict] | None) -> _Survey:
     model = deepcopy(model).float().eval()
     macs0, params0 = count_macs(model, cfg.imgsz)
-    return model, macs0, params0, _conv_widths(model), _survey(model, cfg, batches)
+    found = _survey(model, cfg, batches)
+    found.base = _Base(model, macs0, params0, _conv_widths(model), cfg)
+    return found
 
 
-def _result(trial: _Trial, ratio: float, macs0: int, params0: int, widths0: dict[str, int], cfg: PruneConfig):
-    _check_kept(trial.model, widths0, trial.kept)
+def _result(trial: _Trial, ratio: float, base: _Base, cfg: PruneConfig):
+    _check_kept(trial.model, base.widths, trial.kept)
     widths1 = _conv_widths(trial.model)
-    layers = {n: [w, widths1[n]] for n, w in widths0.items() if widths1[n] != w}
-    result = PruneResult(round(ratio, 4), macs0, trial.macs, params0, trial.params, layers, trial.locked, cfg.imgsz,
-                         trial.kept, trial.history, trial.heads)
+    layers = {n: [w, widths1[n]] for n, w in base.widths.items() if widths1[n] != w}
+    result = PruneResult(round(ratio, 4), base.macs, trial.macs, base.params, trial.params, layers, trial.locked,
+                         cfg.imgsz, trial.kept, trial.history, trial.heads)
     return trial.model, result
 
 
 def survey(model: nn.Module, cfg: PruneConfig, batches: Iterable[dict] | None = None) -> _Survey:
-    """The prunable groups of `model` (names of its split-block form), their scores, pairs and locks."""
-    return _prepare(model, cfg, batches)[4]
+    """The prunable groups of `model` (names of its split-block form), their scores, pairs and locks; pass it back
+    to prune_to_widths(surveyed=) to cut several plans without scoring the model again."""
+    return _prepare(model, cfg, batches)
 
 
 def split_block_copy(model: nn.Module) -> nn.Module:
@@ -390,24 +404,28 @@ def split_block_copy(model: nn.Module) -> nn.Module:
     return work
 
 
-def prune_to_widths(model: nn.Module, keep: dict[str, int], cfg: PruneConfig,
-                    batches: Iterable[dict] | None = None) -> tuple[nn.Module, PruneResult]:
-    """Prune to given channels per group root (a budget plan), lowest-scored channels first."""
-    model, macs0, params0, widths0, found = _prepare(model, cfg, batches)
+def prune_to_widths(model: nn.Module, keep: dict[str, int], cfg: PruneConfig, batches: Iterable[dict] | None = None,
+                    surveyed: _Survey | None = None) -> tuple[nn.Module, PruneResult]:
+    """Prune to given channels per group root (a budget plan), lowest-scored channels first. `surveyed`: this
+    model's survey under this same config, which saves scoring it again (a taylor survey runs the loss)."""
+    if surveyed is not None and (surveyed.base is None or surveyed.base.cfg != cfg):
+        raise EdgepruneError("the survey passed to prune_to_widths was taken with another prune config",
+                             "survey the model again with this config, or pass surveyed=None")
+    found = surveyed or _prepare(model, cfg, batches)
     unknown = sorted(set(keep) - set(found.channels))
     if unknown:
         raise EdgepruneError(f"width plan names groups this model does not have: {', '.join(unknown[:5])}",
                              "plan again on this model (edgeprune.budget.plan)")
     full = {n: keep.get(n, c) for n, c in found.channels.items()}
     kept = sum(full.values()) / max(1, sum(found.channels.values()))
-    return _result(_Trial(model, found, full, cfg), round(1 - kept, 4), macs0, params0, widths0, cfg)
+    return _result(_Trial(found, full, cfg), round(1 - kept, 4), found.base, cfg)
 
 
 def prune_at_ratio(model: nn.Module, ratio: float, cfg: PruneConfig,
                    batches: Iterable[dict] | None = None) -> tuple[nn.Module, PruneResult]:
     """One fraction, no FLOPs search: for sweeps, sensitivity scans and tests."""
-    model, macs0, params0, widths0, survey = _prepare(model, cfg, batches)
-    return _result(_Trial(model, survey, _plan(survey, ratio, cfg), cfg), ratio, macs0, params0, widths0, cfg)
+    survey = _prepare(model, cfg, batches)
+    return _result(_Trial(survey, _plan(survey, ratio, cfg), cfg), ratio, survey.base, cfg)
 
 
 def prune(model: nn.Module, cfg: PruneConfig,
@@ -420,16 +438,16 @@ def prune(model: nn.Module, cfg: PruneConfig,
     if cfg.allocation != "uniform":
         raise EdgepruneError(f"prune() cuts one ratio per layer, but the config asks for allocation {cfg.allocation!r}",
                              "call edgeprune.budget.flops.prune_to_flops, which picks by allocation")
-    model, macs0, params0, widths0, survey = _prepare(model, cfg, batches)
+    survey = _prepare(model, cfg, batches)
     if cfg.flops_reduction == 0:
-        return _result(_Trial(model, survey, _plan(survey, 0.0, cfg), cfg), 0.0, macs0, params0, widths0, cfg)
+        return _result(_Trial(survey, _plan(survey, 0.0, cfg), cfg), 0.0, survey.base, cfg)
 
     def measure(keep: dict[str, int]):
-        trial = _Trial(model, survey, keep, cfg)
-        return trial.macs / macs0, trial
+        trial = _Trial(survey, keep, cfg)
+        return trial.macs / survey.base.macs, trial
 
     goal = 1 - cfg.flops_reduction
     best = search(lambda f: _plan(survey, f, cfg), measure, goal, cfg.tolerance, cfg.max_trials,
                   first_guess=1 - math.sqrt(goal),  # conv MACs scale with in x out channels
                   step_moves=_step_moves(survey))
-    return _result(best.payload, best.fraction, macs0, params0, widths0, cfg)
+    return _result(best.payload, best.fraction, survey.base, cfg)
