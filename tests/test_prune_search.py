@@ -98,3 +98,25 @@ def test_taylor_gradients_reach_the_split_model_and_change_the_cut(tiny_data):
     _, l2 = prune_at_ratio(model, 0.4, PruneConfig(imgsz=IMGSZ, criterion="l2"))
     same_width = [n for n in taylor.kept if n in l2.kept and len(taylor.kept[n]) == len(l2.kept[n])]
     assert same_width and any(taylor.kept[n] != l2.kept[n] for n in same_width), "taylor picks other channels than l2"
+
+
+def test_an_end_to_end_head_is_scored_by_the_gains_its_training_ends_on(tiny_data, monkeypatch):
+    """YOLO26 deploys the one-to-one branch. Its head convs feed only the one-to-one loss, so their gradients
+    scale exactly with that loss's gain: 1 - final_o2m (0.9) when scored, against a fresh criterion's 0.2."""
+    from edgeprune.pruning import taylor
+
+    batches = loss_batches(load_dataset(tiny_data), IMGSZ, images=4, batch=4)
+
+    def head_gradient():
+        model, made = _model("yolo26n.yaml"), []
+        build = model.init_criterion
+        model.init_criterion = lambda: made.append(build()) or made[0]
+        taylor.accumulate_loss_gradients(model, batches)
+        return model.model[-1].one2one_cv3[0][0][0].conv.weight.grad, made[0]
+
+    scored, used = head_gradient()
+    monkeypatch.setattr(taylor, "weigh_toward_deployment", lambda criterion: None)
+    fresh, default = head_gradient()
+    assert used.o2o == pytest.approx(1 - used.final_o2m) and used.o2o > 0.5 > default.o2o > 0
+    assert scored.abs().sum() > 0
+    torch.testing.assert_close(scored, fresh * (used.o2o / default.o2o), rtol=1e-3, atol=1e-9)

@@ -4,7 +4,8 @@ Taylor importance (Molchanov et al., CVPR 2019) scores a channel by |w * dL/dw|:
 loss would change if the channel were removed. The loss is Ultralytics' own (box + cls + DFL, with
 the checkpoint's gains, or DEFAULT_CFG's), computed in eval mode so BatchNorm uses its running
 statistics, as at inference. The gradients must live on the exact modules that get scored, i.e.
-the model after `unfuse_split_blocks`, so this runs on that model in place.
+the model after `unfuse_split_blocks`, so this runs on that model in place. An end-to-end head (YOLO26)
+is scored by the loss its training ends on, weighted toward the one-to-one branch that deploys.
 """
 
 from __future__ import annotations
@@ -17,6 +18,15 @@ from torch import nn
 from edgeprune.errors import EdgepruneError
 
 BATCH_KEYS = ("img", "batch_idx", "cls", "bboxes")
+
+
+def weigh_toward_deployment(criterion) -> None:
+    """Ultralytics' end-to-end loss starts at 0.8 one-to-many and decays that gain to `final_o2m` by the last
+    epoch; a fresh criterion would score channels mostly by the one-to-many branch, which the export drops.
+    Scored by the final gains, the one-to-one branch (and what feeds it) weighs what it weighs at the end."""
+    if hasattr(criterion, "final_o2m"):
+        criterion.o2m = criterion.final_o2m
+        criterion.o2o = max(criterion.total - criterion.final_o2m, 0.0)
 
 
 def _hyperparameters(model: nn.Module):
@@ -42,6 +52,7 @@ def accumulate_loss_gradients(model: nn.Module, batches: Iterable[dict]) -> int:
     images = 0
     try:
         criterion = model.init_criterion()
+        weigh_toward_deployment(criterion)
         model.eval()
         for p, _ in flags:
             p.requires_grad_(True)
