@@ -182,6 +182,11 @@ def _recipe(row: dict) -> str:
     return " + ".join(parts) or "—"
 
 
+def _allocation(row: dict) -> str:
+    """How the goal's widths were chosen; the unpruned row has none (rows from before the option: uniform)."""
+    return "—" if not row["flops_goal"] else row.get("allocation") or "uniform"
+
+
 def markdown(result: dict) -> str:
     runtime = {"litert": "LiteRT full-INT8 .tflite"}.get(result.get("runtime"), "ONNX Runtime FP32")
     title = f"# Pruning benchmark — {result['imgsz']} px, {runtime} on the CPU, {result['threads']} threads, batch 1"
@@ -190,7 +195,7 @@ def markdown(result: dict) -> str:
              "latency ratio | ratio range |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         low, high = r.get("latency_ratio_range", [r["latency_ratio"]] * 2)
-        lines.append(f"| {r['model']} | {r['flops_goal']:.0%} | {r.get('allocation') or 'uniform'} | "
+        lines.append(f"| {r['model']} | {r['flops_goal']:.0%} | {_allocation(r)} | "
                      f"{r.get('heads_dropped', 0)} | {r['params'] / 1e6:.2f} | "
                      f"{r['gflops']:.2f} | "
                      f"{r['flops_ratio']:.2f} | {r['p50_ms']:.1f} | {r['latency_ratio']:.3f} | "
