@@ -97,11 +97,13 @@ bench-recovery: setup             # what closes the pruned-vs-unpruned gap at eq
 # params / GFLOPs / ONNX Runtime latency before vs after pruning at 30/50/70 %;
 # ACCURACY=baselines/yolo11n-synth.pt adds mAP50-95 after fine-tuning per goal vs the unpruned control (slow);
 # DISTILL=4 also fine-tunes each goal with distillation from that checkpoint, STEPS="1 2" compares schedules,
-# CRITERION=taylor prunes by the profiles' criterion instead of l2
+# CRITERION=taylor prunes by the profiles' criterion instead of l2; CHECKPOINTS="base.pt cut.pt" times trained
+# checkpoints as ratios to the first instead of the families' random-initialised prunings
 bench-prune: setup
 	$(BIN)/python -m benchmarks.pruning --out bench $(if $(ACCURACY),--accuracy $(ACCURACY)) \
 		$(if $(DISTILL),--distill-weight $(DISTILL)) $(if $(STEPS),--steps $(STEPS)) \
-		$(if $(CRITERION),--criterion $(CRITERION)) $(if $(ALLOCATIONS),--allocations $(ALLOCATIONS))
+		$(if $(CRITERION),--criterion $(CRITERION)) $(if $(ALLOCATIONS),--allocations $(ALLOCATIONS)) \
+		$(if $(CHECKPOINTS),--checkpoints $(CHECKPOINTS)) $(if $(RUNTIME),--runtime $(RUNTIME))
 
 bench-targets: setup              # one checkpoint through every target's artefact, each run for its mAP
 	$(BIN)/python -m benchmarks.targets --out bench/targets $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))

@@ -7,6 +7,9 @@ batch 1) of the pruned model next to the unpruned one, as ratios.
 `--accuracy CHECKPOINT` adds the slow half: the trained checkpoint is pruned to each goal at the
 dataset's size, fine-tuned with the deploy recipe, and its mAP50-95 is reported next to the
 unpruned checkpoint given the same epochs (the honest control: extra epochs help it too).
+
+`--checkpoints BASE PRUNED...` times trained models instead of random-initialised ones (e.g. the recovery
+benchmark's fine-tuned rows), in the same turns, as ratios to the first: what a trained allocation buys.
 """
 
 from __future__ import annotations
@@ -112,6 +115,30 @@ def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2
             "timing": "interleaved", "rows": rows, "tools": tool_versions()}
 
 
+def timed_checkpoints(checkpoints, imgsz: int = 640, threads: int = 2, rounds: int = 8, repeats: int = 1,
+                      runtime: str = "onnxruntime") -> dict:
+    """Trained checkpoints (`LABEL=PATH` or a path) timed in turns, each as a ratio to the first."""
+    from edgeprune.models.checkpoint import load_model
+
+    labelled = [c.split("=", 1) if "=" in c else (Path(c).stem, c) for c in checkpoints]
+    rows, paths = [], {}
+    with scratch_dir("benchprune") as tmp:
+        for label, path in labelled:
+            model = load_model(Path(path)).float().eval()
+            macs, params = count_macs(model, imgsz)
+            rows.append({"model": label, "checkpoint": str(path), "allocation": "as trained", "params": params,
+                         "gflops": round(2 * macs / 1e9, 3), "flops_goal": None})
+            paths[len(rows) - 1] = _artefact(model, imgsz, Path(tmp), runtime)
+        latency = time_in_turns(paths, imgsz, threads, rounds, repeats)
+    for i, row in enumerate(rows):
+        row["flops_ratio"] = round(row["gflops"] / rows[0]["gflops"], 3)
+        row["flops_goal"] = round(1 - row["flops_ratio"], 3)
+        row.update(latency[i])
+        print(row, flush=True)
+    return {"imgsz": imgsz, "threads": threads, "rounds": rounds, "repeats": repeats, "runtime": runtime,
+            "timing": "interleaved", "rows": rows, "tools": tool_versions()}
+
+
 def accuracy(checkpoint: Path, data: str, reductions, epochs: int, imgsz: int, work: Path,
              distill_weight: float = 0.0, steps=(1,), criterion: str = "l2", heads: bool = False) -> list[dict]:
     """mAP50-95 after `epochs` of fine-tuning at each FLOPs goal, and of the unpruned model (goal 0).
@@ -183,8 +210,10 @@ def _recipe(row: dict) -> str:
 
 
 def _allocation(row: dict) -> str:
-    """How the goal's widths were chosen; the unpruned row has none (rows from before the option: uniform)."""
-    return "—" if not row["flops_goal"] else row.get("allocation") or "uniform"
+    """How the goal's widths were chosen: none for the unpruned family row; rows from before the option: uniform."""
+    if row["flops_goal"] or row.get("allocation") == "as trained":
+        return row.get("allocation") or "uniform"
+    return "—"
 
 
 def markdown(result: dict) -> str:
@@ -244,6 +273,8 @@ def main(argv=None) -> int:
                         help="how each FLOPs goal spreads over layers; several: each is cut and timed in the same "
                         "turns")
     parser.add_argument("--skip-latency", action="store_true", help="only the --accuracy part")
+    parser.add_argument("--checkpoints", nargs="*", metavar="[LABEL=]CKPT", help="time these trained checkpoints "
+                        "instead of the families' random-initialised prunings, as ratios to the first")
     parser.add_argument("--accuracy-from", nargs="*", default=[], metavar="JSON",
                         help="add the accuracy rows of earlier runs (their prune.json), e.g. other checkpoints")
     parser.add_argument("--out", default="bench")
@@ -251,6 +282,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     result = ({"imgsz": args.imgsz, "threads": args.threads, "rows": [], "tools": tool_versions()} if args.skip_latency
+              else timed_checkpoints(args.checkpoints, args.imgsz, args.threads, repeats=args.repeats,
+                                     runtime=args.runtime) if args.checkpoints
               else run(args.models, tuple(args.goals), args.imgsz, args.threads, repeats=args.repeats,
                        runtime=args.runtime, heads=args.heads, allocations=tuple(args.allocations)))
     if args.accuracy:

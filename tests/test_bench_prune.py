@@ -99,3 +99,19 @@ def test_bench_prune_times_each_allocation_of_a_goal_in_the_same_turns():
     assert base["latency_ratio"] == 1.0 and knapsack["latency_ratio"] > 0
     table = bench_prune.markdown(result)
     assert "| yolo11n.yaml | 50% | knapsack | 0 |" in table and "| yolo11n.yaml | 0% | — | 0 |" in table
+
+
+def test_bench_prune_times_trained_checkpoints_as_ratios_to_the_first(tiny_model, tmp_path):
+    from edgeprune.models.checkpoint import save_model
+    from edgeprune.pruning.structured import PruneConfig, prune
+
+    pruned, _ = prune(tiny_model, PruneConfig(flops_reduction=0.5, imgsz=64))
+    save_model(tiny_model, tmp_path / "base.pt")
+    save_model(pruned, tmp_path / "cut.pt")
+    result = bench_prune.timed_checkpoints([str(tmp_path / "base.pt"), f"knapsack={tmp_path / 'cut.pt'}"],
+                                           imgsz=64, rounds=1)
+    base, cut = result["rows"]
+    assert (base["model"], cut["model"]) == ("base", "knapsack") and base["latency_ratio"] == 1.0
+    assert 0.4 <= cut["flops_ratio"] <= 0.6 and cut["flops_goal"] == round(1 - cut["flops_ratio"], 3)
+    assert cut["params"] < base["params"] and cut["p50_ms"] > 0
+    assert f"| knapsack | {cut['flops_goal']:.0%} | as trained |" in bench_prune.markdown(result)
