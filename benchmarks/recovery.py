@@ -32,6 +32,7 @@ import edgeprune.env  # noqa: F401  (offline Ultralytics before models are built
 from edgeprune.budget.flops import prune_to_flops
 from edgeprune.data.batches import loss_batches
 from edgeprune.data.build import ensure_dataset
+from edgeprune.errors import EdgepruneError
 from edgeprune.evaluation.detection import evaluate_model
 from edgeprune.manifest import atomic_write_json, atomic_write_text
 from edgeprune.models.checkpoint import load_model, save_model
@@ -89,17 +90,25 @@ BY_NAME = {r.name: r for r in RECIPES}
 SPARSITY_WEIGHT = 1e-4  # Network Slimming's lambda for a loss averaged per image
 
 
-def run_recipe(recipe: Recipe, checkpoint: Path, dataset, goal: float, epochs: int, imgsz: int, work: Path) -> dict:
+def run_recipe(recipe: Recipe, checkpoint: Path, dataset, goal: float, epochs: int, imgsz: int, work: Path,
+               seed: int = 0) -> dict:
+    """One row, cached in work/<recipe>/row.json. `seed`: the training seed (the cut, scored on a fixed sample of
+    train images, is the same for every seed): a second seed says how much of a row's difference is noise."""
     folder = work / recipe.name
     done = folder / "row.json"
     if done.exists():
-        return json.loads(done.read_text())
+        row = json.loads(done.read_text())
+        if row.get("seed", 0) != seed:
+            raise EdgepruneError(f"{done} was trained with seed {row.get('seed', 0)}, not {seed}",
+                                 "give each seed its own --out")
+        return row
     start = time.time()
     total = epochs * recipe.epochs_factor
     model = load_model(checkpoint)
     sparse = total // 3 if recipe.sparsity_epochs < 0 else recipe.sparsity_epochs
     if sparse:
-        model = train(model, dataset, finetune_recipe(sparse, imgsz, sparsity=SPARSITY_WEIGHT), folder / "sparsity")
+        model = train(model, dataset, finetune_recipe(sparse, imgsz, sparsity=SPARSITY_WEIGHT, seed=seed),
+                      folder / "sparsity")
     flops_removed, before = 0.0, None
     if recipe.pruned:
         batches = loss_batches(dataset, imgsz) if recipe.criterion in DATA_CRITERIA else None
@@ -110,14 +119,14 @@ def run_recipe(recipe: Recipe, checkpoint: Path, dataset, goal: float, epochs: i
         flops_removed = result.flops_reduction
         before = evaluate_model(model, dataset, imgsz, desc=f"{recipe.name} cut")["map50_95"]
     cfg = finetune_recipe(total - sparse, imgsz, lr0=recipe.lr0, distill_weight=recipe.distill_weight,
-                          distill_features=recipe.distill_features)
+                          distill_features=recipe.distill_features, seed=seed)
     tuned = train(model, dataset, cfg, folder / "finetune", teacher=load_model(checkpoint) if cfg.distills else None)
     save_model(tuned, folder / "model.pt")
     after = evaluate_model(tuned, dataset, imgsz, desc=f"{recipe.name} tuned")["map50_95"]
     row = {"recipe": recipe.name, "what": recipe.what, "epochs": total, "lr0": recipe.lr0, "sparsity_epochs": sparse,
            "distill_weight": recipe.distill_weight, "distill_features": recipe.distill_features,
            "flops_removed": round(flops_removed, 4), "map50_95_after_cut": None if before is None else round(before, 4),
-           "map50_95": round(after, 4), "wall_s": round(time.time() - start, 1)}
+           "map50_95": round(after, 4), "seed": seed, "wall_s": round(time.time() - start, 1)}
     atomic_write_json(done, row)
     return row
 
@@ -150,6 +159,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--imgsz", type=int, default=256)
     parser.add_argument("--recipes", default=",".join(r.name for r in RECIPES))
+    parser.add_argument("--seed", type=int, default=0, help="training seed of every row (rows are cached per --out: "
+                        "give each seed its own)")
     parser.add_argument("--out", default="bench")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -157,10 +168,11 @@ def main(argv=None) -> int:
     chosen = [r for r in RECIPES if r.name in args.recipes.split(",")]
     command = "python -m benchmarks.recovery " + " ".join(argv if argv is not None else sys.argv[1:])
     work = (out / "recovery" / Path(args.checkpoint).stem).resolve()
-    result = {"command": command, "checkpoint": args.checkpoint, "goal": args.goal, "imgsz": args.imgsz, "rows": []}
+    result = {"command": command, "checkpoint": args.checkpoint, "goal": args.goal, "imgsz": args.imgsz,
+              "seed": args.seed, "rows": []}
     for recipe in chosen:
         result["rows"].append(run_recipe(recipe, Path(args.checkpoint), dataset, args.goal, args.epochs, args.imgsz,
-                                         work))
+                                         work, args.seed))
         atomic_write_json(out / "recovery.json", result)
         atomic_write_text(out / "recovery.md", markdown(result))
     print(markdown(result))

@@ -78,3 +78,18 @@ def test_a_distilled_recovery_row_is_taught_by_the_unpruned_checkpoint(tiny_data
     assert row["distill_weight"] == recipe.distill_weight > 0 and row["flops_removed"] > 0.4
     header = (tmp_path / "work" / "taylor-kd" / "finetune" / "ultralytics" / "results.csv").read_text().splitlines()[0]
     assert "kd_loss" in header, "the distillation term reaches the trainer's logged losses"
+
+
+def test_a_recovery_row_trains_with_its_seed_and_refuses_a_cache_of_another(tiny_data, tmp_path, monkeypatch):
+    from benchmarks import recovery
+
+    checkpoint = tmp_path / "base.pt"
+    save_model(build_from_yaml("yolo11n.yaml", 6), checkpoint)
+    seeds = []
+    monkeypatch.setattr(recovery, "train", lambda model, dataset, cfg, folder, **kw: seeds.append(cfg.seed) or model)
+    row = recovery.run_recipe(recovery.BY_NAME["sparsity"], checkpoint, load_dataset(tiny_data), 0.5, 3, IMGSZ,
+                              tmp_path / "work", seed=3)
+    assert seeds == [3, 3] and row["seed"] == 3, "the sparsity phase and the fine-tuning both train with the seed"
+    with pytest.raises(EdgepruneError, match="seed 3, not 0"):
+        recovery.run_recipe(recovery.BY_NAME["sparsity"], checkpoint, load_dataset(tiny_data), 0.5, 3, IMGSZ,
+                            tmp_path / "work")
