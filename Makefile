@@ -92,7 +92,7 @@ bench-budget: setup               # budget search vs uniform FLOPs pruning vs a 
 
 bench-recovery: setup             # what closes the pruned-vs-unpruned gap at equal epochs (criterion, ranking, lr, sparsity, epochs, distillation)
 	$(BIN)/python -m benchmarks.recovery --out bench $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) \
-		$(if $(RECIPES),--recipes $(RECIPES))
+		$(if $(RECIPES),--recipes $(RECIPES)) $(if $(GOAL),--goal $(GOAL)) $(if $(SEED),--seed $(SEED))
 
 # params / GFLOPs / ONNX Runtime latency before vs after pruning at 30/50/70 %;
 # ACCURACY=baselines/yolo11n-synth.pt adds mAP50-95 after fine-tuning per goal vs the unpruned control (slow);
