@@ -127,7 +127,7 @@ def timed_checkpoints(checkpoints, imgsz: int = 640, threads: int = 2, rounds: i
             model = load_model(Path(path)).float().eval()
             macs, params = count_macs(model, imgsz)
             rows.append({"model": label, "checkpoint": str(path), "allocation": "as trained", "params": params,
-                         "gflops": round(2 * macs / 1e9, 3), "flops_goal": None})
+                         "gflops": round(2 * macs / 1e9, 3)})
             paths[len(rows) - 1] = _artefact(model, imgsz, Path(tmp), runtime)
         latency = time_in_turns(paths, imgsz, threads, rounds, repeats)
     for i, row in enumerate(rows):
@@ -210,10 +210,8 @@ def _recipe(row: dict) -> str:
 
 
 def _allocation(row: dict) -> str:
-    """How the goal's widths were chosen: none for the unpruned family row; rows from before the option: uniform."""
-    if row["flops_goal"] or row.get("allocation") == "as trained":
-        return row.get("allocation") or "uniform"
-    return "—"
+    """How the goal's widths were chosen: "—" for the unpruned family row (""); rows older than the option: uniform."""
+    return row.get("allocation", "uniform") or "—"
 
 
 def markdown(result: dict) -> str:

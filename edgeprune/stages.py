@@ -293,17 +293,16 @@ def finetune_stage(run: Run) -> Stage | None:
                           distill_temperature=tune.distill_temperature, distill_features=tune.distill_features)
     if not run.finetunes:
         return None
-    distilling = cfg.distills  # the unpruned baseline teaches the pruned student
 
     def work() -> dict:
-        teacher = run.load(run.base_pt) if distilling else None
+        teacher = run.load(run.base_pt) if cfg.distills else None  # the unpruned baseline teaches the student
         tuned = train(run.load(run.pruned_pt), run.dataset, cfg, run.run_dir / "finetune", teacher=teacher,
                       trust=run.trust)
         save_model(tuned, run.tuned_pt, meta={"finetune": asdict(cfg)})
         return run.torch_metrics(tuned, "eval fine-tuned")
 
     inputs = {"model": sha256_file(run.pruned_pt), "data": run.data_sha,
-              **({"teacher": sha256_file(run.base_pt)} if distilling else {})}
+              **({"teacher": sha256_file(run.base_pt)} if cfg.distills else {})}
     return Stage("finetune", "finetune", asdict(cfg), inputs, lambda: [run.tuned_pt], work)
 
 
