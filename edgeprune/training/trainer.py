@@ -22,7 +22,7 @@ from ultralytics.utils import torch_utils
 
 from edgeprune.data.dataset import Dataset
 from edgeprune.errors import EdgepruneError
-from edgeprune.training import distill, sparsity
+from edgeprune.training import distill, end2end, sparsity
 from edgeprune.models.checkpoint import load_model, model_nc, param_count, save_model
 from edgeprune.models.safe_load import load_checkpoint
 from edgeprune.quantize import qat
@@ -47,6 +47,7 @@ class TrainConfig:
     distill_features: float = 0.0  # > 0: Ultralytics' feature distillation from the teacher at this weight (its `dis`)
     qat: str = ""  # quantization-aware: "" off, "asymmetric" (TFLite ranges) or "symmetric" (TensorRT/QDQ ranges)
     sparsity: float = 0.0  # > 0: L1 penalty on BatchNorm scales with this weight (sparsity before a cut)
+    end2end_gains: tuple = ()  # (one-to-many, one-to-one) held for the run; () keeps Ultralytics' decay (end2end.py)
 
     @property
     def distills(self) -> bool:
@@ -55,7 +56,7 @@ class TrainConfig:
 
     def overrides(self, data_yaml: Path, project: Path) -> dict:
         values = {k: v for k, v in asdict(self).items()  # edgeprune's own settings are not Ultralytics arguments
-                  if not k.startswith("distill_") and k not in ("qat", "sparsity")}
+                  if not k.startswith("distill_") and k not in ("qat", "sparsity", "end2end_gains")}
         values.update(data=str(data_yaml), project=str(project.parent.resolve()), name=project.name, exist_ok=True,
                       deterministic=True, plots=False, val=True, amp=torch.cuda.is_available(), workers=0,
                       pretrained=False, verbose=False, model="edgeprune-in-memory.yaml")
@@ -110,6 +111,8 @@ def _extras_callback(teacher: torch.nn.Module | None, cfg: "TrainConfig"):
     def attach(trainer) -> None:
         live = torch_utils.unwrap_model(trainer.model)
         live = getattr(live, "student_model", live)  # under feature distillation only the student is patched
+        if cfg.end2end_gains:  # first: distillation and sparsity wrap the loss this sets
+            end2end.hold_gains(live, *cfg.end2end_gains)
         if teacher is not None and cfg.distill_weight > 0:
             distill.attach(live, teacher, cfg.distill_weight, cfg.distill_temperature)
         if cfg.qat:
@@ -179,7 +182,7 @@ def make_trainer(model: torch.nn.Module, overrides: dict, cfg: TrainConfig,
     trainer = _KeepArchitectureTrainer(overrides=overrides)
     if "resume" not in overrides:
         trainer.model = model
-    if (teacher is not None and cfg.distill_weight > 0) or cfg.qat or cfg.sparsity:
+    if (teacher is not None and cfg.distill_weight > 0) or cfg.qat or cfg.sparsity or cfg.end2end_gains:
         trainer.add_callback("on_pretrain_routine_end", _extras_callback(teacher, cfg))
     return trainer
 
