@@ -55,8 +55,10 @@ class Recipe:
     allocation: str = "uniform"  # knapsack: widths from the budget's knapsack priced in MACs (PruneConfig.allocation)
     distill_weight: float = 0.0  # > 0: the unpruned checkpoint teaches the head outputs at this weight (T 2)
     distill_features: float = 0.0  # > 0: Ultralytics' feature distillation from it at this weight
+    end2end_gains: tuple = ()  # an end-to-end head's loss gains held for the run (TrainConfig.end2end_gains)
 
 
+HELD = (1.0, 1.0)  # one-to-many, one-to-one: both branches at the recipe's learning rate
 RECIPES = (
     Recipe("control", "unpruned, same epochs", pruned=False),
     Recipe("l2", "l2 magnitude, lr 0.01 (the old default)"),
@@ -77,6 +79,12 @@ RECIPES = (
            allocation="knapsack"),
     Recipe("taylor-knapsack-2x", "taylor, knapsack widths, 2x epochs", criterion="taylor", allocation="knapsack",
            epochs_factor=2),
+    Recipe("control-held-gains", "unpruned, end-to-end loss gains held at 1 / 1", pruned=False,
+           end2end_gains=HELD),
+    Recipe("taylor-knapsack-held-gains", "taylor, knapsack widths, end-to-end loss gains held at 1 / 1",
+           criterion="taylor", allocation="knapsack", end2end_gains=HELD),
+    Recipe("taylor-knapsack-3x", "taylor, knapsack widths, 3x epochs", criterion="taylor", allocation="knapsack",
+           epochs_factor=3),
     Recipe("taylor-kd", "taylor + distillation from the checkpoint (weight 1)", criterion="taylor", distill_weight=1.0),
     Recipe("taylor-kd4", "taylor + distillation from the checkpoint (weight 4)", criterion="taylor", distill_weight=4.0),
     Recipe("taylor-kd-2x", "taylor + distillation (weight 1), 2x epochs", criterion="taylor", distill_weight=1.0,
@@ -119,22 +127,25 @@ def run_recipe(recipe: Recipe, checkpoint: Path, dataset, goal: float, epochs: i
         flops_removed = result.flops_reduction
         before = evaluate_model(model, dataset, imgsz, desc=f"{recipe.name} cut")["map50_95"]
     cfg = finetune_recipe(total - sparse, imgsz, lr0=recipe.lr0, distill_weight=recipe.distill_weight,
-                          distill_features=recipe.distill_features, seed=seed)
+                          distill_features=recipe.distill_features, seed=seed,
+                          end2end_gains=recipe.end2end_gains)
     tuned = train(model, dataset, cfg, folder / "finetune", teacher=load_model(checkpoint) if cfg.distills else None)
     save_model(tuned, folder / "model.pt")
     after = evaluate_model(tuned, dataset, imgsz, desc=f"{recipe.name} tuned")["map50_95"]
     row = {"recipe": recipe.name, "what": recipe.what, "epochs": total, "lr0": recipe.lr0, "sparsity_epochs": sparse,
            "distill_weight": recipe.distill_weight, "distill_features": recipe.distill_features,
-           "flops_removed": round(flops_removed, 4), "map50_95_after_cut": None if before is None else round(before, 4),
+           "end2end_gains": list(recipe.end2end_gains), "flops_removed": round(flops_removed, 4),
+           "map50_95_after_cut": None if before is None else round(before, 4),
            "map50_95": round(after, 4), "seed": seed, "wall_s": round(time.time() - start, 1)}
     atomic_write_json(done, row)
     return row
 
 
 def _schedule(row: dict) -> tuple:
-    """A pruned row is compared with the control trained on the same schedule: epochs and fine-tuning lr
-    (rows written before lr0 was recorded take it from their recipe)."""
-    return row["epochs"], row["lr0"] if "lr0" in row else BY_NAME[row["recipe"]].lr0
+    """A pruned row is compared with the control trained on the same schedule: epochs, fine-tuning lr and
+    end-to-end gains (rows written before lr0 was recorded take it from their recipe; before the gains, Ultralytics')."""
+    lr0 = row["lr0"] if "lr0" in row else BY_NAME[row["recipe"]].lr0
+    return row["epochs"], lr0, tuple(row.get("end2end_gains", ()))
 
 
 def markdown(result: dict) -> str:

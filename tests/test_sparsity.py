@@ -57,15 +57,19 @@ def test_recovery_rows_train_equal_epochs_and_resume(tiny_data, tmp_path):
 def test_recovery_rows_are_compared_with_the_control_of_their_own_schedule():
     from benchmarks import recovery
 
-    def row(name, lr0, pruned_map, flops=0.5):
+    def row(name, lr0, pruned_map, flops=0.5, gains=None):
+        held = {} if gains is None else {"end2end_gains": gains}  # rows from before the gains were recorded: none
         return {"recipe": name, "what": name, "epochs": 12, "lr0": lr0, "sparsity_epochs": 0, "flops_removed": flops,
-                "map50_95_after_cut": 0.1 if flops else None, "map50_95": pruned_map}
+                "map50_95_after_cut": 0.1 if flops else None, "map50_95": pruned_map, **held}
 
     rows = [row("control", 0.01, 0.50, 0), row("control-small-lr", 0.001, 0.60, 0),
-            row("taylor", 0.01, 0.45), row("taylor-small-lr", 0.001, 0.58)]
+            row("control-held-gains", 0.01, 0.55, 0, [1.0, 1.0]),
+            row("taylor", 0.01, 0.45, gains=[]), row("taylor-small-lr", 0.001, 0.58),
+            row("taylor-knapsack-held-gains", 0.01, 0.54, gains=[1.0, 1.0])]
     text = recovery.markdown({"command": "x", "checkpoint": "c.pt", "goal": 0.5, "imgsz": 64, "rows": rows})
     assert "| taylor | 12 | 50% | 0.100 | 0.450 | -5.0 pts |" in text
     assert "| taylor-small-lr | 12 | 50% | 0.100 | 0.580 | -2.0 pts |" in text
+    assert "| taylor-knapsack-held-gains | 12 | 50% | 0.100 | 0.540 | -1.0 pts |" in text
 
 
 @pytest.mark.slow
