@@ -28,6 +28,7 @@ from edgeprune import formats
 from edgeprune.errors import EdgepruneError
 from edgeprune.evaluation.latency import measure_interleaved
 from edgeprune.formats.onnx.export import export_fp32
+from edgeprune.latency.features import PARTS, macs_by_part
 from edgeprune.manifest import scratch_dir, tool_versions
 from edgeprune.pruning.heads import halving
 from edgeprune.pruning.iterative import iterative_prune
@@ -92,8 +93,10 @@ def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2
             torch.manual_seed(0)
             model = build_from_yaml(spec, nc).eval()  # YOLO26: the NMS-free head it deploys
             macs0, params0 = count_macs(model, imgsz)
+            parts0 = macs_by_part(model, imgsz)
             family = [{"model": spec, "flops_goal": 0.0, "heads_dropped": 0, "allocation": "", "params": params0,
-                       "gflops": round(2 * macs0 / 1e9, 3), "flops_ratio": 1.0, "locked": 0}]
+                       "gflops": round(2 * macs0 / 1e9, 3), "flops_ratio": 1.0, "locked": 0,
+                       "macs_kept": macs_kept(parts0, parts0)}]
             paths = {0: _artefact(model, imgsz, Path(tmp), runtime)}
             for goal, halve, how in [(g, h, a) for g in reductions for h in ((False, True) if heads else (False,))
                                      for a in allocations]:
@@ -104,6 +107,7 @@ def run(models=MODELS, reductions=REDUCTIONS, imgsz: int = 640, threads: int = 2
                                "allocation": how, "params": result.params_after,
                                "gflops": round(2 * result.macs_after / 1e9, 3),
                                "flops_ratio": round(result.macs_after / macs0, 3), "locked": len(result.locked),
+                               "macs_kept": macs_kept(macs_by_part(pruned, imgsz), parts0),
                                "prune_s": round(time.time() - start, 1)})
                 paths[len(family) - 1] = _artefact(pruned, imgsz, Path(tmp), runtime)
             latency = time_in_turns(paths, imgsz, threads, rounds, repeats)
@@ -121,13 +125,14 @@ def timed_checkpoints(checkpoints, imgsz: int = 640, threads: int = 2, rounds: i
     from edgeprune.models.checkpoint import load_model
 
     labelled = [c.split("=", 1) if "=" in c else (Path(c).stem, c) for c in checkpoints]
-    rows, paths = [], {}
+    rows, paths, parts = [], {}, []
     with scratch_dir("benchprune") as tmp:
         for label, path in labelled:
             model = load_model(Path(path)).float().eval()
             macs, params = count_macs(model, imgsz)
+            parts.append(macs_by_part(model, imgsz))
             rows.append({"model": label, "checkpoint": str(path), "allocation": "as trained", "params": params,
-                         "gflops": round(2 * macs / 1e9, 3)})
+                         "gflops": round(2 * macs / 1e9, 3), "macs_kept": macs_kept(parts[-1], parts[0])})
             paths[len(rows) - 1] = _artefact(model, imgsz, Path(tmp), runtime)
         latency = time_in_turns(paths, imgsz, threads, rounds, repeats)
     for i, row in enumerate(rows):
@@ -201,6 +206,16 @@ def accuracy(checkpoint: Path, data: str, reductions, epochs: int, imgsz: int, w
     return rows
 
 
+def macs_kept(parts: dict[str, float], reference: dict[str, float]) -> dict[str, float]:
+    """Each part's MACs (backbone, neck, head) as a fraction of the reference model's."""
+    return {part: round(parts[part] / reference[part], 3) for part in PARTS}
+
+
+def _parts(row: dict) -> str:
+    kept = row.get("macs_kept")  # rows older than the column: "—"
+    return " / ".join(f"{kept[p]:.0%}" for p in PARTS) if kept else "—"
+
+
 def _recipe(row: dict) -> str:
     parts = [row["criterion"]] if row.get("criterion") not in (None, "l2") else []
     parts += [f"{row['prune_steps']} cuts"] if row.get("prune_steps", 1) > 1 else []
@@ -218,14 +233,15 @@ def markdown(result: dict) -> str:
     runtime = {"litert": "LiteRT full-INT8 .tflite"}.get(result.get("runtime"), "ONNX Runtime FP32")
     title = f"# Pruning benchmark — {result['imgsz']} px, {runtime} on the CPU, {result['threads']} threads, batch 1"
     lines = [title, "",
-             "| model | FLOPs goal | allocation | heads dropped | params (M) | GFLOPs | FLOPs ratio | p50 ms | "
-             "latency ratio | ratio range |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | FLOPs goal | allocation | heads dropped | params (M) | GFLOPs | FLOPs ratio | "
+             "MACs kept: backbone / neck / head | p50 ms | latency ratio | ratio range |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         low, high = r.get("latency_ratio_range", [r["latency_ratio"]] * 2)
         lines.append(f"| {r['model']} | {r['flops_goal']:.0%} | {_allocation(r)} | "
                      f"{r.get('heads_dropped', 0)} | {r['params'] / 1e6:.2f} | "
                      f"{r['gflops']:.2f} | "
-                     f"{r['flops_ratio']:.2f} | {r['p50_ms']:.1f} | {r['latency_ratio']:.3f} | "
+                     f"{r['flops_ratio']:.2f} | {_parts(r)} | {r['p50_ms']:.1f} | {r['latency_ratio']:.3f} | "
                      f"{low:.3f}–{high:.3f} |")
     lines += ["", "Ratios are pruned / unpruned, measured in the same run on the same machine; the models of a "
               "family are timed in turns (2 warm-up + 5 timed runs each, round after round), so a slow spell hits "

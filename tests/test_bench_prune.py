@@ -115,3 +115,19 @@ def test_bench_prune_times_trained_checkpoints_as_ratios_to_the_first(tiny_model
     assert 0.4 <= cut["flops_ratio"] <= 0.6 and cut["flops_goal"] == round(1 - cut["flops_ratio"], 3)
     assert cut["params"] < base["params"] and cut["p50_ms"] > 0
     assert f"| knapsack | {cut['flops_goal']:.0%} | as trained |" in bench_prune.markdown(result)
+    assert base["macs_kept"] == {"backbone": 1.0, "neck": 1.0, "head": 1.0}
+    assert all(0 < kept < 1 for kept in cut["macs_kept"].values()), "a uniform cut takes from every part"
+    assert "| 100% / 100% / 100% |" in bench_prune.markdown(result)
+
+
+def test_macs_by_part_splits_the_deployed_convs_at_the_yamls_backbone():
+    from edgeprune.evaluation.model_stats import count_macs
+    from edgeprune.latency.features import macs_by_part
+    from edgeprune.models.checkpoint import build_from_yaml
+
+    parts = {yaml: macs_by_part(build_from_yaml(yaml, 6), 64) for yaml in ("yolo11n.yaml", "yolo26n.yaml")}
+    for yaml, by_part in parts.items():
+        total = count_macs(build_from_yaml(yaml, 6), 64)[0] / 1e9
+        assert sum(by_part.values()) == pytest.approx(total, rel=0.03), "convolutions are nearly all the MACs"
+    assert parts["yolo11n.yaml"]["backbone"] == pytest.approx(parts["yolo26n.yaml"]["backbone"]), "same backbone"
+    assert parts["yolo11n.yaml"]["head"] > 2.5 * parts["yolo26n.yaml"]["head"], "YOLO11's DFL box head is wide"

@@ -48,6 +48,25 @@ def trace_deployed_convs(model: nn.Module, imgsz: int, on_conv: Callable[[nn.Con
             handle.remove()
 
 
+PARTS = ("backbone", "neck", "head")
+
+
+def macs_by_part(model: nn.Module, imgsz: int) -> dict[str, float]:
+    """GMACs of the deployed convolutions in the backbone (the yaml's `backbone` layers), the neck and the detect
+    head. Where a FLOPs cut falls says more than its total: a backbone channel feeds everything after it."""
+    backbone, head = len(model.yaml["backbone"]), len(model.model) - 1
+    layer = {conv: int(name.split(".")[1]) for name, conv in model.named_modules() if isinstance(conv, nn.Conv2d)}
+    totals = dict.fromkeys(PARTS, 0.0)
+
+    def count(conv: nn.Conv2d, output: torch.Tensor) -> None:
+        kh, kw = conv.kernel_size
+        part = "backbone" if layer[conv] < backbone else "head" if layer[conv] == head else "neck"
+        totals[part] += output.numel() * conv.in_channels // conv.groups * kh * kw / 1e9
+
+    trace_deployed_convs(model, imgsz, count)
+    return totals
+
+
 def head_outputs_m(model: nn.Module, imgsz: int) -> float:
     """Millions of values the head decodes: 4 box + nc class values per anchor of its three strides."""
     nc = int(getattr(model.model[-1], "nc", 80))
