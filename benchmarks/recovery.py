@@ -7,7 +7,10 @@ in one recipe choice each, and the unpruned checkpoint given the same epochs is 
     Renda et al. 2020) vs the classic small fine-tuning lr (0.001);
   - sparsity before the cut: K of the epochs train the unpruned model with an L1 penalty on BatchNorm scales
     (Network Slimming), then the cut (criterion bn), then the rest;
-  - longer fine-tuning: the default recipe and the control at 2x the epochs (the accuracy-vs-epochs curve);
+  - longer fine-tuning: the default recipe, the knapsack and the control at 2x / 3x the epochs (the
+    accuracy-vs-epochs curve);
+  - an end-to-end head's loss gains held at 1 / 1 for the run instead of Ultralytics' 0.8 -> 0.1 decay of the
+    one-to-many gain (TrainConfig.end2end_gains), for the knapsack row and its control;
   - allocation: taylor with one ratio per layer vs ranked across layers vs the budget's knapsack priced in MACs;
   - attention heads: taylor with half of every attention block's heads dropped too (the FLOPs search then
     cuts fewer channels for the same goal);
