@@ -27,8 +27,10 @@ def test_held_gains_outlast_the_decay_schedule():
 def test_a_one_head_model_is_left_alone_and_bad_gains_are_refused():
     model = _model("yolo11n.yaml")
     assert end2end.hold_gains(model, 1.0, 1.0) is None
-    with pytest.raises(EdgepruneError, match="one-to-one"):
+    with pytest.raises(EdgepruneError, match="one-to-one > 0"):
         end2end.hold_gains(_model("yolo26n.yaml"), 1.0, 0.0)
+    with pytest.raises(EdgepruneError, match="two numbers"):  # refused before any training starts
+        train(_model("yolo26n.yaml"), None, TrainConfig(end2end_gains=(1.0,)), None)
 
 
 @pytest.mark.slow

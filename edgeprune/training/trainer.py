@@ -196,6 +196,8 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg: TrainConfig, work_dir: 
     `trust` lets the run's own checkpoints load as full pickles (only when the user trusted the input model).
     """
     _check_teacher(teacher, model, cfg)
+    if cfg.end2end_gains:
+        end2end.check_gains(cfg.end2end_gains)
     if cfg.qat not in ("", "asymmetric", "symmetric"):
         raise EdgepruneError(f"unknown QAT mode {cfg.qat!r}", "use 'asymmetric' (TFLite), 'symmetric' (TensorRT/ONNX)")
     params_before = param_count(model)
