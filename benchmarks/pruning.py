@@ -132,12 +132,13 @@ def timed_checkpoints(checkpoints, imgsz: int = 640, threads: int = 2, rounds: i
             macs, params = count_macs(model, imgsz)
             parts.append(macs_by_part(model, imgsz))
             rows.append({"model": label, "checkpoint": str(path), "allocation": "as trained", "params": params,
-                         "gflops": round(2 * macs / 1e9, 3), "macs_kept": macs_kept(parts[-1], parts[0])})
+                         "gflops": round(2 * macs / 1e9, 3)})
             paths[len(rows) - 1] = _artefact(model, imgsz, Path(tmp), runtime)
         latency = time_in_turns(paths, imgsz, threads, rounds, repeats)
     for i, row in enumerate(rows):
         row["flops_ratio"] = round(row["gflops"] / rows[0]["gflops"], 3)
         row["flops_goal"] = round(1 - row["flops_ratio"], 3)
+        row["macs_kept"] = macs_kept(parts[i], parts[0])
         row.update(latency[i])
         print(row, flush=True)
     return {"imgsz": imgsz, "threads": threads, "rounds": rounds, "repeats": repeats, "runtime": runtime,

@@ -48,6 +48,13 @@ def trace_deployed_convs(model: nn.Module, imgsz: int, on_conv: Callable[[nn.Con
             handle.remove()
 
 
+def conv_gmacs(conv: nn.Conv2d, output: torch.Tensor) -> float:
+    """GMACs of one convolution that wrote `output` (batch 1)."""
+    _, cout, h, w = output.shape
+    kh, kw = conv.kernel_size
+    return h * w * cout * kh * kw * conv.in_channels / conv.groups / 1e9
+
+
 PARTS = ("backbone", "neck", "head")
 
 
@@ -59,9 +66,8 @@ def macs_by_part(model: nn.Module, imgsz: int) -> dict[str, float]:
     totals = dict.fromkeys(PARTS, 0.0)
 
     def count(conv: nn.Conv2d, output: torch.Tensor) -> None:
-        kh, kw = conv.kernel_size
         part = "backbone" if layer[conv] < backbone else "head" if layer[conv] == head else "neck"
-        totals[part] += output.numel() * conv.in_channels // conv.groups * kh * kw / 1e9
+        totals[part] += conv_gmacs(conv, output)
 
     trace_deployed_convs(model, imgsz, count)
     return totals
@@ -79,10 +85,8 @@ def latency_features(model: nn.Module, imgsz: int) -> dict[str, float]:
     acts = {s: 0.0 for s in STRIDES}
 
     def count(conv: nn.Conv2d, output: torch.Tensor) -> None:
-        _, cout, h, w = output.shape
-        kh, kw = conv.kernel_size
-        stride = nearest_stride(imgsz, h)
-        macs[stride] += h * w * cout * kh * kw * conv.in_channels / conv.groups / 1e9
+        stride = nearest_stride(imgsz, output.shape[2])
+        macs[stride] += conv_gmacs(conv, output)
         acts[stride] += output.numel() / 1e6
 
     trace_deployed_convs(model, imgsz, count)
